@@ -1,0 +1,129 @@
+"""Open the Iceberg catalog named by the settings, and create or load the platform's tables."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from pyiceberg.catalog import Catalog
+from pyiceberg.exceptions import NoSuchNamespaceError, NoSuchTableError
+from pyiceberg.partitioning import PartitionSpec
+from pyiceberg.schema import Schema
+from pyiceberg.table import Table
+
+from ohlcv import schema as s
+from ohlcv.errors import ConfigError, SchemaMismatch, TableNotFound
+from ohlcv.settings import Settings
+from ohlcv.timeframes import TIMEFRAMES, Timeframe
+
+__all__ = ["open_catalog", "TableSpec", "table_specs", "ensure_tables", "load_table", "load_candles", "load_trades"]
+
+log = logging.getLogger(__name__)
+
+
+def _sql_catalog(settings: Settings) -> Catalog:
+    from pyiceberg.catalog.sql import SqlCatalog
+
+    if settings.warehouse_is_local:
+        settings.warehouse_path.mkdir(parents=True, exist_ok=True)
+    try:
+        return SqlCatalog("ohlcv", uri=settings.resolved_catalog_uri, warehouse=settings.warehouse_uri)
+    except ModuleNotFoundError as exc:
+        raise ConfigError(
+            f"the catalog {settings.masked_catalog_uri} needs the driver {exc.name!r}: "
+            "pip install 'ohlcv-on-ray[postgres]' for PostgreSQL"
+        ) from None
+
+
+def _rest_catalog(settings: Settings) -> Catalog:
+    from pyiceberg.catalog.rest import RestCatalog
+
+    return RestCatalog("ohlcv", uri=settings.resolved_catalog_uri, warehouse=settings.warehouse_uri)
+
+
+# URI scheme (before any "+driver") -> catalog factory.
+CATALOGS: dict[str, Callable[[Settings], Catalog]] = {
+    "sqlite": _sql_catalog,
+    "postgresql": _sql_catalog,
+    "http": _rest_catalog,
+    "https": _rest_catalog,
+}
+
+
+def open_catalog(settings: Settings) -> Catalog:
+    scheme = urlsplit(settings.resolved_catalog_uri).scheme.split("+", 1)[0]
+    factory = CATALOGS.get(scheme)
+    if factory is None:
+        raise ConfigError(
+            f"OHLCV_CATALOG_URI {settings.masked_catalog_uri} has an unsupported scheme {scheme!r}: "
+            f"use one of {', '.join(sorted(CATALOGS))}"
+        )
+    return factory(settings)
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    name: str
+    schema: Schema
+    partition: PartitionSpec
+
+
+def table_specs() -> list[TableSpec]:
+    """Every table the platform owns, in creation order."""
+    specs = [
+        TableSpec(s.TRADES_TABLE, s.TRADES_SCHEMA, s.trades_spec()),
+        TableSpec(s.QUARANTINE_TABLE, s.QUARANTINE_SCHEMA, s.quarantine_spec()),
+    ]
+    specs += [TableSpec(tf.table, s.CANDLE_SCHEMA, s.candle_spec(tf)) for tf in TIMEFRAMES.values()]
+    return specs
+
+
+def ensure_tables(catalog: Catalog, namespace: str) -> list[tuple[str, bool]]:
+    """Create the namespace and every missing table; returns (table, created) pairs. Idempotent."""
+    catalog.create_namespace_if_not_exists(namespace)
+    results = []
+    for spec in table_specs():
+        identifier = (namespace, spec.name)
+        existed = catalog.table_exists(identifier)
+        if existed:
+            _check_schema(catalog.load_table(identifier), spec.schema)
+        else:
+            catalog.create_table_if_not_exists(
+                identifier,
+                schema=spec.schema,
+                partition_spec=spec.partition,
+                properties={"format-version": "2", "write.parquet.compression-codec": "zstd"},
+            )
+            log.info("created table %s.%s", namespace, spec.name)
+        results.append((spec.name, not existed))
+    return results
+
+
+def _check_schema(table: Table, expected: Schema) -> None:
+    actual = {f.name: (str(f.field_type), f.required) for f in table.schema().fields}
+    wanted = {f.name: (str(f.field_type), f.required) for f in expected.fields}
+    missing = sorted(set(wanted) - set(actual))
+    differing = sorted(n for n in wanted.keys() & actual.keys() if wanted[n][0] != actual[n][0])
+    if missing or differing:
+        detail = "; ".join(
+            [f"missing columns {', '.join(missing)}"] * bool(missing)
+            + [f"{n} is {actual[n][0]}, expected {wanted[n][0]}" for n in differing]
+        )
+        raise SchemaMismatch(f"table {'.'.join(table.name())} has an unexpected schema: {detail}")
+
+
+def load_table(catalog: Catalog, namespace: str, name: str) -> Table:
+    try:
+        return catalog.load_table((namespace, name))
+    except (NoSuchTableError, NoSuchNamespaceError):
+        raise TableNotFound(f"table {namespace}.{name} does not exist yet: run `ohlcv init` first") from None
+
+
+def load_trades(catalog: Catalog, namespace: str) -> Table:
+    return load_table(catalog, namespace, s.TRADES_TABLE)
+
+
+def load_candles(catalog: Catalog, namespace: str, tf: Timeframe) -> Table:
+    return load_table(catalog, namespace, tf.table)

@@ -1,0 +1,336 @@
+"""Load trade files, validate every row, land the valid ones and quarantine the rest with a reason.
+
+A file is checked as a whole first (readable, known format, required columns present): a
+malformed file is refused before anything is written. Row problems never refuse a file: the
+row goes to `quarantine_trades` with its raw text and every reason that applies, and the valid
+rows still land. Duplicate trades are kept as delivered; candles count each trade once.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+from pyiceberg.catalog import Catalog
+
+from ohlcv import schema as s
+from ohlcv.catalog import load_table
+from ohlcv.errors import InputError
+
+__all__ = ["EpochUnit", "FileReport", "check_file", "read_file", "validate", "ingest_files", "REASONS"]
+
+log = logging.getLogger(__name__)
+
+EpochUnit = Literal["s", "ms", "us", "ns"]
+_US_PER_UNIT = {"s": 1_000_000, "ms": 1_000, "us": 1, "ns": 0.001}
+FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv"}
+
+# A trade outside these bounds is almost always an epoch read in the wrong unit (--epoch-unit).
+EARLIEST = datetime(2000, 1, 1, tzinfo=timezone.utc)
+LATEST = datetime(2100, 1, 1, tzinfo=timezone.utc)
+
+REASONS = (
+    "missing exchange",
+    "missing symbol",
+    "missing trade_id",
+    "missing price",
+    "missing quantity",
+    "missing timestamp",
+    "price is not a number",
+    "quantity is not a number",
+    "price is not positive and finite",
+    "quantity is not positive and finite",
+    "timestamp is not parseable",
+    "timestamp out of range 2000..2100 (check --epoch-unit)",
+)
+
+
+@dataclass
+class FileReport:
+    path: str
+    rows: int = 0
+    ingested: int = 0
+    quarantined: int = 0
+    reasons: Counter[str] = field(default_factory=Counter)
+    duplicates_in_file: int = 0
+
+
+def _format_of(path: Path) -> str:
+    fmt = FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise InputError(f"{path}: unknown file format {path.suffix or '(no extension)'!r}: use .parquet or .csv")
+    return fmt
+
+
+def _columns_of(path: Path, fmt: str) -> list[str]:
+    try:
+        if fmt == "parquet":
+            return list(pq.read_schema(path).names)
+        with open(path, newline="", encoding="utf-8") as handle:
+            header = next(csv.reader(handle), None)
+    except (OSError, UnicodeDecodeError, pa.ArrowException) as exc:
+        raise InputError(f"{path}: cannot be read as {fmt}: {exc}") from None
+    if not header:
+        raise InputError(f"{path}: empty CSV file (no header row)")
+    return [name.strip() for name in header]
+
+
+def check_file(path: str | Path) -> str:
+    """Refuse a file that cannot be ingested at all; returns its format."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such file")
+    fmt = _format_of(path)
+    columns = _columns_of(path, fmt)
+    missing = [c for c in s.TRADE_COLUMNS if c not in columns]
+    if missing:
+        raise InputError(f"{path}: missing required columns {', '.join(missing)} (found: {', '.join(columns) or 'none'})")
+    return fmt
+
+
+def read_file(path: str | Path) -> pa.Table:
+    """Read a checked file. CSV cells are read as text so that a bad cell can be quarantined verbatim."""
+    path = Path(path)
+    fmt = check_file(path)
+    wanted = [c for c in (*s.TRADE_COLUMNS, "side")]
+    try:
+        if fmt == "parquet":
+            present = pq.read_schema(path).names
+            return pq.read_table(path, columns=[c for c in wanted if c in present])
+        header = _columns_of(path, fmt)
+        options = pacsv.ConvertOptions(
+            column_types={name: pa.string() for name in header},
+            include_columns=[c for c in wanted if c in header],
+            strings_can_be_null=False,
+        )
+        return pacsv.read_csv(path, read_options=pacsv.ReadOptions(column_names=None), convert_options=options)
+    except pa.ArrowException as exc:
+        raise InputError(f"{path}: cannot be read as {fmt}: {exc}") from None
+
+
+def _text(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    """A column as trimmed text; null stays null."""
+    if not pa.types.is_string(column.type) and not pa.types.is_large_string(column.type):
+        column = pc.cast(column, pa.string())
+    return pc.utf8_trim_whitespace(column)
+
+
+def _blank(text: pa.ChunkedArray) -> np.ndarray:
+    return pc.fill_null(pc.equal(text, ""), True).to_numpy(zero_copy_only=False)
+
+
+def _number(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(values, missing, unparseable) for a price or quantity column of any type."""
+    if pa.types.is_integer(column.type) or pa.types.is_floating(column.type) or pa.types.is_decimal(column.type):
+        values = pc.cast(column, pa.float64()).to_numpy(zero_copy_only=False)
+        missing = np.isnan(values) & column.is_null().to_numpy(zero_copy_only=False)
+        return values, missing, np.zeros(len(values), dtype=bool)
+    text = _text(column)
+    missing = _blank(text)
+    values = pd.to_numeric(pd.Series(text.to_numpy(zero_copy_only=False)), errors="coerce").to_numpy(dtype="float64")
+    return values, missing, np.isnan(values) & ~missing & ~_nan_literal(text)
+
+
+def _nan_literal(text: pa.ChunkedArray) -> np.ndarray:
+    # "nan" parses as a number; it is refused later as not finite, not as unparseable.
+    lowered = pc.utf8_lower(pc.fill_null(text, ""))
+    return pc.is_in(lowered, pa.array(["nan", "+nan", "-nan"])).to_numpy(zero_copy_only=False)
+
+
+def _epoch_numbers_to_us(values: np.ndarray, unit: EpochUnit) -> np.ndarray:
+    """Float epoch numbers to microseconds (float64; NaN stays NaN), floored to whole microseconds."""
+    if unit == "ns":
+        return np.floor(values / 1_000)
+    return np.floor(values * _US_PER_UNIT[unit])
+
+
+def _epoch_ints_to_us(values: np.ndarray, unit: EpochUnit) -> np.ndarray:
+    """Integer epochs to microseconds. Nanoseconds are divided as integers: a float64 would round them."""
+    values = values.astype("int64")
+    if unit == "ns":
+        return (values // 1_000).astype("float64")
+    # Exact while the result stays below 2**53 us (year 2255); anything larger is out of range anyway.
+    return values.astype("float64") * _US_PER_UNIT[unit]
+
+
+def _timestamps(column: pa.ChunkedArray, unit: EpochUnit) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(epoch microseconds as float64 with NaN, missing, unparseable) for a timestamp column of any type.
+
+    Microseconds fit float64 exactly for any date this platform accepts, and NaN marks a row
+    that has no usable time.
+    """
+    kind = column.type
+    n = len(column)
+    missing = column.is_null().to_numpy(zero_copy_only=False)
+    unparseable = np.zeros(n, dtype=bool)
+    if pa.types.is_timestamp(kind):
+        # Aware timestamps are stored as UTC already; naive ones mean UTC.
+        raw = pc.fill_null(column.cast(pa.int64()), 0).to_numpy(zero_copy_only=False)
+        micros = _epoch_ints_to_us(raw, kind.unit)
+    elif pa.types.is_date(kind):
+        days = pc.fill_null(pc.cast(column, pa.date32()).cast(pa.int32()), 0).to_numpy(zero_copy_only=False)
+        micros = days.astype("float64") * 86_400_000_000
+    elif pa.types.is_integer(kind):
+        raw = pc.fill_null(pc.cast(column, pa.int64()), 0).to_numpy(zero_copy_only=False)
+        micros = _epoch_ints_to_us(raw, unit)
+    elif pa.types.is_floating(kind):
+        values = pc.cast(column, pa.float64()).to_numpy(zero_copy_only=False)
+        missing = np.isnan(values)
+        micros = _epoch_numbers_to_us(values, unit)
+    elif pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        return _text_timestamps(_text(column), unit)
+    else:
+        raise InputError(f"the timestamp column has type {kind}: expected timestamps, ISO-8601 text or epoch numbers")
+    micros[missing] = np.nan
+    return micros, missing, unparseable
+
+
+def _text_timestamps(text: pa.ChunkedArray, unit: EpochUnit) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Text cells hold either an epoch number (digits) or an ISO-8601 time; naive ISO means UTC."""
+    missing = _blank(text)
+    series = pd.Series(text.to_numpy(zero_copy_only=False), dtype=object).fillna("")
+    whole = series.str.fullmatch(r"[+-]?\d{1,19}").to_numpy(dtype=bool)
+    decimal = series.str.fullmatch(r"[+-]?\d+\.\d*").to_numpy(dtype=bool)
+    micros = np.full(len(series), np.nan)
+    if whole.any():
+        numbers = pd.to_numeric(series[whole], errors="coerce")
+        if numbers.dtype == "int64":
+            micros[whole] = _epoch_ints_to_us(numbers.to_numpy(), unit)
+        else:  # beyond int64: far out of range, a float is precise enough to say so
+            micros[whole] = _epoch_numbers_to_us(numbers.astype("float64").to_numpy(), unit)
+    if decimal.any():
+        micros[decimal] = _epoch_numbers_to_us(series[decimal].astype("float64").to_numpy(), unit)
+    iso = ~whole & ~decimal & ~missing
+    if iso.any():
+        parsed = pd.to_datetime(series[iso], utc=True, format="ISO8601", errors="coerce")
+        as_us = parsed.to_numpy(dtype="datetime64[us]").astype("int64").astype("float64")
+        as_us[parsed.isna().to_numpy()] = np.nan
+        micros[iso] = as_us
+    unparseable = np.isnan(micros) & ~missing
+    return micros, missing, unparseable
+
+
+def validate(table: pa.Table, epoch_unit: EpochUnit, ingested_at: datetime, source: str = "") -> tuple[pa.Table, pa.Table, Counter[str]]:
+    """Split a file's rows into (valid trades, quarantined rows, count per reason)."""
+    n = table.num_rows
+    problems: dict[str, np.ndarray] = {}
+    texts = {name: _text(table.column(name)) for name in ("exchange", "symbol", "trade_id")}
+    for name, text in texts.items():
+        problems[f"missing {name}"] = _blank(text)
+
+    numbers = {}
+    for name in ("price", "quantity"):
+        values, missing, unparseable = _number(table.column(name))
+        numbers[name] = values
+        problems[f"missing {name}"] = missing
+        problems[f"{name} is not a number"] = unparseable
+        bad = ~missing & ~unparseable & ~(np.isfinite(values) & (values > 0))
+        problems[f"{name} is not positive and finite"] = bad
+
+    micros, missing_ts, unparseable_ts = _timestamps(table.column("timestamp"), epoch_unit)
+    problems["missing timestamp"] = missing_ts
+    problems["timestamp is not parseable"] = unparseable_ts
+    lo, hi = (int(t.timestamp()) * 1_000_000 for t in (EARLIEST, LATEST))
+    with np.errstate(invalid="ignore"):
+        problems["timestamp out of range 2000..2100 (check --epoch-unit)"] = (
+            ~missing_ts & ~unparseable_ts & ((micros < lo) | (micros >= hi))
+        )
+
+    bad_rows = np.zeros(n, dtype=bool)
+    counts: Counter[str] = Counter()
+    for reason in REASONS:
+        flags = problems[reason]
+        bad_rows |= flags
+        if flags.any():
+            counts[reason] = int(flags.sum())
+
+    good = ~bad_rows
+    side = _text(table.column("side")) if "side" in table.column_names else pa.chunked_array([pa.nulls(n, pa.string())])
+    side = pc.if_else(pc.equal(pc.fill_null(side, ""), ""), pa.scalar(None, pa.string()), side)
+    stamp = pa.scalar(ingested_at, pa.timestamp("us", tz="UTC"))
+    good_mask = pa.array(good)
+    valid = pa.table(
+        {
+            "exchange": texts["exchange"].filter(good_mask),
+            "symbol": texts["symbol"].filter(good_mask),
+            "trade_id": texts["trade_id"].filter(good_mask),
+            "price": pa.array(numbers["price"][good], pa.float64()),
+            "quantity": pa.array(numbers["quantity"][good], pa.float64()),
+            "side": side.filter(good_mask),
+            "timestamp": pa.array(micros[good].astype("int64"), pa.int64()).cast(pa.timestamp("us", tz="UTC")),
+            "ingested_at": pa.array([ingested_at] * int(good.sum()), pa.timestamp("us", tz="UTC"))
+            if good.any() else pa.array([], pa.timestamp("us", tz="UTC")),
+        }
+    ).cast(s.arrow_schema(s.TRADES_SCHEMA))
+
+    quarantined = _quarantine_rows(table, bad_rows, problems, source, stamp)
+    return valid, quarantined, counts
+
+
+def _quarantine_rows(table: pa.Table, bad_rows: np.ndarray, problems: dict[str, np.ndarray], source: str, stamp: pa.Scalar) -> pa.Table:
+    indices = np.flatnonzero(bad_rows)
+    raw = {}
+    for name in s.QUARANTINE_RAW_COLUMNS:
+        if name in table.column_names:
+            raw[name] = pc.cast(table.column(name).take(indices), pa.string())
+        else:
+            raw[name] = pa.nulls(len(indices), pa.string())
+    reasons = ["; ".join(r for r in REASONS if problems[r][i]) for i in indices]
+    columns = {
+        **raw,
+        "reason": pa.array(reasons, pa.string()),
+        "source": pa.array([source] * len(indices), pa.string()),
+        "ingested_at": pa.array([stamp.as_py()] * len(indices), pa.timestamp("us", tz="UTC")),
+    }
+    return pa.table(columns).cast(s.arrow_schema(s.QUARANTINE_SCHEMA))
+
+
+def _duplicate_count(valid: pa.Table) -> int:
+    if valid.num_rows == 0:
+        return 0
+    distinct = valid.group_by(["exchange", "symbol", "trade_id"]).aggregate([]).num_rows
+    return valid.num_rows - distinct
+
+
+def ingest_files(
+    catalog: Catalog,
+    namespace: str,
+    paths: list[str | Path],
+    epoch_unit: EpochUnit,
+    now: datetime,
+    on_file=None,
+) -> list[FileReport]:
+    """Ingest files one commit per table per file; every file is checked before the first write."""
+    if epoch_unit not in _US_PER_UNIT:
+        raise InputError(f"--epoch-unit must be one of s, ms, us, ns, got {epoch_unit!r}")
+    for path in paths:
+        check_file(path)
+    trades = load_table(catalog, namespace, s.TRADES_TABLE)
+    quarantine = load_table(catalog, namespace, s.QUARANTINE_TABLE)
+    reports = []
+    for path in paths:
+        table = read_file(path)
+        valid, bad, counts = validate(table, epoch_unit, now, source=str(path))
+        # Valid rows first: if the process dies between the two commits, no trade is lost and
+        # the quarantine rows reappear on the next ingest of the same file.
+        if valid.num_rows:
+            trades.append(valid, snapshot_properties={"ohlcv.source": str(path)})
+        if bad.num_rows:
+            quarantine.append(bad, snapshot_properties={"ohlcv.source": str(path)})
+        report = FileReport(str(path), table.num_rows, valid.num_rows, bad.num_rows, counts, _duplicate_count(valid))
+        log.info("ingested %s: %d rows, %d landed, %d quarantined", path, report.rows, report.ingested, report.quarantined)
+        reports.append(report)
+        if on_file is not None:
+            on_file(report)
+    return reports

@@ -1,0 +1,112 @@
+"""Iceberg schemas and partition specs of the trades, quarantine and candle tables.
+
+Field ids are fixed here once: they are what Iceberg matches columns by, so they must never
+be renumbered. The Arrow schemas used for writing are derived from these, so every column's
+type and nullability has one definition.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+from pyiceberg.io.pyarrow import schema_to_pyarrow
+from pyiceberg.partitioning import PartitionField, PartitionSpec
+from pyiceberg.schema import Schema
+from pyiceberg.transforms import DayTransform, MonthTransform
+from pyiceberg.types import (
+    DateType,
+    DoubleType,
+    LongType,
+    NestedField,
+    StringType,
+    TimestamptzType,
+)
+
+from ohlcv.timeframes import Timeframe
+
+__all__ = [
+    "TRADES_TABLE",
+    "QUARANTINE_TABLE",
+    "TRADES_SCHEMA",
+    "QUARANTINE_SCHEMA",
+    "CANDLE_SCHEMA",
+    "TRADE_COLUMNS",
+    "QUARANTINE_RAW_COLUMNS",
+    "CANDLE_KEY",
+    "CANDLE_VALUES",
+    "trades_spec",
+    "quarantine_spec",
+    "candle_spec",
+    "arrow_schema",
+]
+
+TRADES_TABLE = "gold_crypto_trades"
+QUARANTINE_TABLE = "quarantine_trades"
+
+TRADES_SCHEMA = Schema(
+    NestedField(1, "exchange", StringType(), required=True),
+    NestedField(2, "symbol", StringType(), required=True),
+    NestedField(3, "trade_id", StringType(), required=True),
+    NestedField(4, "price", DoubleType(), required=True),
+    NestedField(5, "quantity", DoubleType(), required=True),
+    NestedField(6, "side", StringType(), required=False),
+    NestedField(7, "timestamp", TimestamptzType(), required=True),
+    NestedField(8, "ingested_at", TimestamptzType(), required=True),
+)
+TRADE_COLUMNS = ("exchange", "symbol", "trade_id", "price", "quantity", "timestamp")
+
+# A quarantined row keeps what the file said, as text, so nothing is lost to a failed parse.
+QUARANTINE_RAW_COLUMNS = ("exchange", "symbol", "trade_id", "price", "quantity", "side", "timestamp")
+QUARANTINE_SCHEMA = Schema(
+    *(NestedField(i, name, StringType(), required=False) for i, name in enumerate(QUARANTINE_RAW_COLUMNS, start=1)),
+    NestedField(8, "reason", StringType(), required=True),
+    NestedField(9, "source", StringType(), required=False),
+    NestedField(10, "ingested_at", TimestamptzType(), required=True),
+)
+
+CANDLE_KEY = ("exchange", "symbol", "window_start")
+CANDLE_VALUES = (
+    "window_end",
+    "window_date",
+    "open_price",
+    "high_price",
+    "low_price",
+    "close_price",
+    "volume",
+    "trade_count",
+    "vwap",
+)
+CANDLE_SCHEMA = Schema(
+    NestedField(1, "symbol", StringType(), required=True),
+    NestedField(2, "exchange", StringType(), required=True),
+    NestedField(3, "window_start", TimestamptzType(), required=True),
+    NestedField(4, "window_end", TimestamptzType(), required=True),
+    NestedField(5, "window_date", DateType(), required=True),
+    NestedField(6, "open_price", DoubleType(), required=True),
+    NestedField(7, "high_price", DoubleType(), required=True),
+    NestedField(8, "low_price", DoubleType(), required=True),
+    NestedField(9, "close_price", DoubleType(), required=True),
+    NestedField(10, "volume", DoubleType(), required=True),
+    NestedField(11, "trade_count", LongType(), required=True),
+    NestedField(12, "vwap", DoubleType(), required=True),
+    NestedField(13, "created_at", TimestamptzType(), required=True),
+    NestedField(14, "updated_at", TimestamptzType(), required=True),
+    identifier_field_ids=[2, 1, 3],
+)
+
+
+def trades_spec() -> PartitionSpec:
+    return PartitionSpec(PartitionField(source_id=7, field_id=1000, transform=DayTransform(), name="timestamp_day"))
+
+
+def quarantine_spec() -> PartitionSpec:
+    return PartitionSpec(PartitionField(source_id=10, field_id=1000, transform=DayTransform(), name="ingested_at_day"))
+
+
+def candle_spec(tf: Timeframe) -> PartitionSpec:
+    transform, suffix = (MonthTransform(), "month") if tf.partition == "month" else (DayTransform(), "day")
+    return PartitionSpec(PartitionField(source_id=3, field_id=1000, transform=transform, name=f"window_start_{suffix}"))
+
+
+def arrow_schema(schema: Schema) -> pa.Schema:
+    """The Arrow schema to write `schema` with: same names, types and nullability."""
+    return schema_to_pyarrow(schema, include_field_ids=False)

@@ -1,0 +1,162 @@
+"""One typed settings object, merged from an optional TOML file and the environment.
+
+Environment variables win over the file; the file (named by `OHLCV_CONFIG`) wins over the
+defaults. `load_settings` is a pure function of its two mappings, so tests pass both in and
+never see the developer's own configuration. Resolve settings once, at the edge (CLI, job
+entry point), and pass the object down.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+from ohlcv.errors import ConfigError
+
+__all__ = ["Settings", "load_settings", "from_environment", "ReadMode"]
+
+ReadMode = Literal["auto", "arrow", "native"]
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+_SIZE = re.compile(r"^\d+[kmgt]?$", re.IGNORECASE)
+
+# setting name -> environment variable. The first four are the public contract.
+ENVIRONMENT = {
+    "warehouse": "OHLCV_WAREHOUSE",
+    "catalog_uri": "OHLCV_CATALOG_URI",
+    "namespace": "OHLCV_NAMESPACE",
+    "ray_address": "RAY_ADDRESS",
+    "spark_executors": "OHLCV_SPARK_EXECUTORS",
+    "spark_executor_cores": "OHLCV_SPARK_EXECUTOR_CORES",
+    "spark_executor_memory": "OHLCV_SPARK_EXECUTOR_MEMORY",
+    "spark_driver_memory": "OHLCV_SPARK_DRIVER_MEMORY",
+    "read_mode": "OHLCV_READ_MODE",
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything configurable; see README "Settings" for each field."""
+
+    warehouse: str = "./warehouse"
+    catalog_uri: str | None = None  # None: a SQLite file inside the warehouse
+    namespace: str = "market_data"
+    ray_address: str | None = None  # None: start a local Ray on this machine
+    spark_executors: int | None = None  # None: sized from the cluster's CPUs
+    spark_executor_cores: int | None = None
+    spark_executor_memory: str | None = None  # e.g. "2g"; None: sized from the cluster's memory
+    spark_driver_memory: str = "1g"
+    # How Spark reads trade files: "native" hands local Parquet paths to Spark's reader,
+    # "arrow" reads every file through pyiceberg's FileIO (any object store), "auto" picks
+    # native when every planned file is local and has no delete files.
+    read_mode: ReadMode = "auto"
+
+    @property
+    def warehouse_is_local(self) -> bool:
+        scheme = urlsplit(self.warehouse).scheme
+        return scheme in ("", "file") or len(scheme) == 1  # one letter: a Windows drive
+
+    @property
+    def warehouse_path(self) -> Path:
+        """The warehouse as a local folder; only meaningful when `warehouse_is_local`."""
+        parts = urlsplit(self.warehouse)
+        raw = parts.path if parts.scheme == "file" else self.warehouse
+        return Path(raw).expanduser().resolve()
+
+    @property
+    def warehouse_uri(self) -> str:
+        return self.warehouse_path.as_uri() if self.warehouse_is_local else self.warehouse
+
+    @property
+    def resolved_catalog_uri(self) -> str:
+        if self.catalog_uri:
+            return self.catalog_uri
+        return f"sqlite:///{self.warehouse_path / 'catalog.db'}"
+
+    @property
+    def masked_catalog_uri(self) -> str:
+        """The catalog URI fit for logs and screens: any password replaced by ***."""
+        return mask_password(self.resolved_catalog_uri)
+
+    def with_overrides(self, **changes: Any) -> "Settings":
+        return _validated(replace(self, **changes))
+
+
+def mask_password(uri: str) -> str:
+    parts = urlsplit(uri)
+    if parts.password is None:
+        return uri
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _coerce(name: str, raw: Any) -> Any:
+    if raw is None or raw == "":
+        return None
+    if name in ("spark_executors", "spark_executor_cores"):
+        try:
+            value = int(raw)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{ENVIRONMENT[name]} must be a whole number, got {raw!r}") from None
+        if value < 1:
+            raise ConfigError(f"{ENVIRONMENT[name]} must be at least 1, got {value}")
+        return value
+    return str(raw)
+
+
+def _validated(settings: Settings) -> Settings:
+    if not _NAME.match(settings.namespace):
+        raise ConfigError(
+            f"OHLCV_NAMESPACE {settings.namespace!r} is not a valid name: use letters, digits and _, "
+            "starting with a letter or _"
+        )
+    if settings.read_mode not in ("auto", "arrow", "native"):
+        raise ConfigError(f"OHLCV_READ_MODE must be auto, arrow or native, got {settings.read_mode!r}")
+    for name in ("spark_executor_memory", "spark_driver_memory"):
+        value = getattr(settings, name)
+        if value is not None and not _SIZE.match(value):
+            raise ConfigError(f"{ENVIRONMENT[name]} must look like 512m or 2g, got {value!r}")
+    if not settings.warehouse_is_local and not settings.catalog_uri:
+        raise ConfigError(
+            f"OHLCV_WAREHOUSE {settings.warehouse!r} is remote: set OHLCV_CATALOG_URI too "
+            "(the embedded SQLite catalog lives inside a local warehouse)"
+        )
+    return settings
+
+
+def load_settings(env: Mapping[str, str], file_values: Mapping[str, Any] | None = None) -> Settings:
+    """Merge defaults < file values < environment into a validated Settings (pure)."""
+    known = {f.name for f in fields(Settings)}
+    merged: dict[str, Any] = {}
+    for key, value in (file_values or {}).items():
+        if key not in known:
+            raise ConfigError(f"unknown setting {key!r} in the config file; known: {', '.join(sorted(known))}")
+        merged[key] = _coerce(key, value) if key in ENVIRONMENT else value
+    for name, variable in ENVIRONMENT.items():
+        if env.get(variable):
+            merged[name] = _coerce(name, env[variable])
+    merged = {k: v for k, v in merged.items() if v is not None}
+    return _validated(Settings(**merged))
+
+
+def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as handle:
+            data = tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"OHLCV_CONFIG names {str(path)!r}, which does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {str(path)!r} is not valid TOML: {exc}") from None
+    return data.get("ohlcv", data)
+
+
+def from_environment(env: Mapping[str, str] | None = None) -> Settings:
+    """Settings for this process: the edge calls this once."""
+    env = os.environ if env is None else env
+    file_values = read_config_file(env["OHLCV_CONFIG"]) if env.get("OHLCV_CONFIG") else None
+    return load_settings(env, file_values)

@@ -1,0 +1,174 @@
+"""Pure planning of window ranges: no I/O and no clock, every time comes in as an argument.
+
+All times are tz-aware UTC datetimes. A range is a half-open pair `[start, end)` of window
+starts: a candle belongs to the range when its `window_start` lies in it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+from ohlcv.errors import InputError
+from ohlcv.timeframes import Timeframe
+
+__all__ = [
+    "WindowRange",
+    "as_utc",
+    "floor",
+    "ceil",
+    "tick_range",
+    "backfill_range",
+    "partition_start",
+    "next_partition_start",
+    "split_by_partition",
+    "EPOCH",
+    "Chunk",
+    "tick_chunks",
+    "plan_backfill",
+]
+
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+@dataclass(frozen=True, order=True)
+class WindowRange:
+    start: datetime
+    end: datetime
+
+    def __post_init__(self) -> None:
+        if self.start.tzinfo is None or self.end.tzinfo is None:
+            raise ValueError("window ranges take tz-aware datetimes")
+        if self.end < self.start:
+            raise InputError(f"end {self.end.isoformat()} is before start {self.start.isoformat()}")
+
+    @property
+    def empty(self) -> bool:
+        return self.end <= self.start
+
+    def __str__(self) -> str:
+        return f"[{_iso(self.start)}, {_iso(self.end)})"
+
+
+def _iso(ts: datetime) -> str:
+    return ts.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def as_utc(ts: datetime) -> datetime:
+    """Naive datetimes mean UTC; aware ones are converted to UTC."""
+    if ts.tzinfo is None:
+        return ts.replace(tzinfo=timezone.utc)
+    return ts.astimezone(timezone.utc)
+
+
+def floor(ts: datetime, tf: Timeframe) -> datetime:
+    """Start of the window of `tf` that contains `ts` (windows are aligned to the Unix epoch)."""
+    offset = (as_utc(ts) - EPOCH) // tf.width
+    return EPOCH + offset * tf.width
+
+
+def ceil(ts: datetime, tf: Timeframe) -> datetime:
+    """Start of the first window of `tf` that starts at or after `ts`."""
+    floored = floor(ts, tf)
+    return floored if floored == as_utc(ts) else floored + tf.width
+
+
+def tick_range(tf: Timeframe, as_of: datetime) -> WindowRange:
+    """The closed windows a scheduled run at `as_of` recomputes: `[floor(T) - lookback, floor(T))`."""
+    end = floor(as_of, tf)
+    return WindowRange(end - tf.lookback, end)
+
+
+def backfill_range(tf: Timeframe, start: datetime, end: datetime, closed_before: datetime | None = None) -> WindowRange:
+    """Every window of `tf` whose start lies in `[start, end)`.
+
+    `closed_before` (the clock, passed in by the caller) keeps a backfill from writing windows
+    that are still open: their candles would be missing the trades still to come.
+    """
+    start, end = as_utc(start), as_utc(end)
+    if end < start:
+        raise InputError(f"--end {_iso(end)} is before --start {_iso(start)}")
+    lo, hi = ceil(start, tf), ceil(end, tf)
+    if closed_before is not None:
+        hi = min(hi, floor(closed_before, tf))
+    return WindowRange(lo, max(lo, hi))
+
+
+def partition_start(ts: datetime, tf: Timeframe) -> datetime:
+    """Start of the table partition (UTC day or month) holding windows that start at `ts`."""
+    ts = as_utc(ts)
+    day = ts.replace(hour=0, minute=0, second=0, microsecond=0)
+    return day.replace(day=1) if tf.partition == "month" else day
+
+
+def next_partition_start(ts: datetime, tf: Timeframe) -> datetime:
+    start = partition_start(ts, tf)
+    if tf.partition == "month":
+        return (start + timedelta(days=32)).replace(day=1)
+    return start + timedelta(days=1)
+
+
+def split_by_partition(rng: WindowRange, tf: Timeframe) -> list[WindowRange]:
+    """Cut a range at the partition boundaries of `tf`'s table: one chunk per partition touched."""
+    chunks: list[WindowRange] = []
+    cursor = rng.start
+    while cursor < rng.end:
+        boundary = min(next_partition_start(cursor, tf), rng.end)
+        chunks.append(WindowRange(cursor, boundary))
+        cursor = boundary
+    return chunks
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One unit of work: aggregate the trades of `read` once, then replace each target range.
+
+    Every target range is aligned to its own timeframe and lies inside `read`, so each of its
+    windows sees all of its trades; candles computed outside a target are not committed.
+    """
+
+    read: WindowRange
+    targets: tuple[tuple[Timeframe, WindowRange], ...]
+
+    @property
+    def timeframes(self) -> list[Timeframe]:
+        return [tf for tf, _ in self.targets]
+
+
+def tick_chunks(tfs: list[Timeframe], as_of: datetime) -> list[Chunk]:
+    """A scheduled run: each timeframe reads and replaces its own lookback range."""
+    chunks = []
+    for tf in tfs:
+        rng = tick_range(tf, as_of)
+        chunks.append(Chunk(rng, ((tf, rng),)))
+    return chunks
+
+
+def _intersect(a: WindowRange, b: WindowRange) -> WindowRange | None:
+    start, end = max(a.start, b.start), min(a.end, b.end)
+    return WindowRange(start, end) if start < end else None
+
+
+def plan_backfill(tfs: list[Timeframe], start: datetime, end: datetime, closed_before: datetime | None = None) -> list[Chunk]:
+    """Partition-sized chunks that recompute every window whose start is in `[start, end)`.
+
+    Timeframes whose tables share a partition grain share chunks, so a day's trades are read
+    once for 1m, 5m, 30m and 1h together; the 1d table (month partitions) gets month chunks.
+    Chunks come in time order, grain by grain.
+    """
+    chunks: list[Chunk] = []
+    for grain in ("day", "month"):
+        group = [tf for tf in tfs if tf.partition == grain]
+        ranges = {tf.name: backfill_range(tf, start, end, closed_before) for tf in group}
+        live = [tf for tf in group if not ranges[tf.name].empty]
+        if not live:
+            continue
+        union = WindowRange(min(ranges[tf.name].start for tf in live), max(ranges[tf.name].end for tf in live))
+        for piece in split_by_partition(union, live[0]):
+            targets = tuple(
+                (tf, part) for tf in live if (part := _intersect(ranges[tf.name], piece)) is not None
+            )
+            if targets:
+                read = WindowRange(min(r.start for _, r in targets), max(r.end for _, r in targets))
+                chunks.append(Chunk(read, targets))
+    return chunks

@@ -1,0 +1,1 @@
+"""Everything Ray: the Spark service on RayDP, pipelines, workflows, the scheduler and the CLI."""

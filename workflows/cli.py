@@ -1,0 +1,403 @@
+"""The `ohlcv` command line: a thin layer over the `ohlcv` domain and the Ray `workflows`.
+
+Errors: a domain error prints one red line and exits 1; `--debug` shows the traceback instead.
+Messages for people go to the console; diagnostics go through `logging`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from collections import Counter
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Optional
+
+import click
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from ohlcv import timeframes
+from ohlcv.errors import InputError, OhlcvError
+from ohlcv.settings import Settings, from_environment
+from ohlcv.windows import EPOCH, WindowRange, plan_backfill, tick_chunks
+from workflows.clock import parse_time, utc_now
+
+__all__ = ["app", "main"]
+
+log = logging.getLogger("ohlcv")
+console = Console(highlight=False)
+errors = Console(stderr=True, highlight=False)
+
+app = typer.Typer(
+    name="ohlcv",
+    help="OHLCV candles from crypto trades in Iceberg, computed by Spark on Ray.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+
+@app.callback()
+def _root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks and diagnostic logs.")) -> None:
+    """OHLCV candles from crypto trades in Iceberg, computed by Spark on Ray."""
+
+
+def _settings() -> Settings:
+    return from_environment()
+
+
+def _require_tables(settings: Settings, tfs: list[timeframes.Timeframe]) -> None:
+    """Fail fast, before Spark starts, when `ohlcv init` has not run."""
+    from ohlcv.catalog import load_candles, load_trades, open_catalog
+
+    catalog = open_catalog(settings)
+    load_trades(catalog, settings.namespace)
+    for tf in tfs:
+        load_candles(catalog, settings.namespace, tf)
+
+
+# ---------------------------------------------------------------------------------------- init
+
+
+@app.command()
+def init() -> None:
+    """Create the namespace, the trades, quarantine and five candle tables (idempotent)."""
+    from ohlcv.catalog import ensure_tables, open_catalog
+
+    settings = _settings()
+    results = ensure_tables(open_catalog(settings), settings.namespace)
+    console.print(f"catalog   {settings.masked_catalog_uri}")
+    console.print(f"warehouse {settings.warehouse_uri}")
+    for name, created in results:
+        console.print(f"  {settings.namespace}.{name:<22} {'created' if created else 'exists'}")
+
+
+# ------------------------------------------------------------------------------------ generate
+
+
+@app.command()
+def generate(
+    out: Path = typer.Option(..., "--out", help="File to write: .parquet or .csv."),
+    symbols: int = typer.Option(3, "--symbols", help="How many symbols (BTC-USDT, ETH-USDT, ...)."),
+    exchanges: int = typer.Option(2, "--exchanges", help="How many exchanges trade each symbol."),
+    start: Optional[str] = typer.Option(None, "--start", help="First instant, ISO-8601 UTC [default: yesterday 00:00]."),
+    end: Optional[str] = typer.Option(None, "--end", help="End instant, exclusive [default: start + 1 day]."),
+    trades_per_day: int = typer.Option(100_000, "--trades-per-day", help="Trades per day over all series."),
+    seed: int = typer.Option(7, "--seed", help="Same seed, same trades."),
+) -> None:
+    """Write realistic synthetic trades (random-walk prices, bursts, several exchanges)."""
+    from ohlcv.generate import GenerateSpec, generate as make_trades, write_trades
+
+    today = utc_now().replace(hour=0, minute=0, second=0, microsecond=0)
+    first = parse_time(start, "--start") if start else today - timedelta(days=1)
+    last = parse_time(end, "--end") if end else first + timedelta(days=1)
+    spec = GenerateSpec(first, last, symbols, exchanges, trades_per_day, seed)
+    trades = make_trades(spec)
+    path = write_trades(trades, out)
+    console.print(
+        f"wrote {trades.num_rows:,} trades of {symbols} symbol(s) on {exchanges} exchange(s), "
+        f"{WindowRange(first, last)}, to {path}"
+    )
+
+
+# -------------------------------------------------------------------------------------- ingest
+
+
+@app.command()
+def ingest(
+    paths: list[Path] = typer.Argument(..., help="Parquet or CSV files of trades."),
+    epoch_unit: str = typer.Option("us", "--epoch-unit", help="Unit of integer timestamps: s, ms, us or ns."),
+) -> None:
+    """Land valid trades in gold_crypto_trades; bad rows go to quarantine_trades with a reason."""
+    from ohlcv.catalog import open_catalog
+    from ohlcv.ingest import ingest_files
+
+    settings = _settings()
+    catalog = open_catalog(settings)
+
+    def show(report) -> None:
+        console.print(
+            f"{report.path}: {report.rows:,} rows, [green]{report.ingested:,} ingested[/], "
+            f"{'[yellow]' if report.quarantined else ''}{report.quarantined:,} quarantined"
+            f"{'[/]' if report.quarantined else ''}"
+            + (f", {report.duplicates_in_file:,} repeated trade ids (counted once)" if report.duplicates_in_file else "")
+        )
+
+    reports = ingest_files(catalog, settings.namespace, [str(p) for p in paths], epoch_unit, utc_now(), on_file=show)
+    reasons: Counter[str] = Counter()
+    for report in reports:
+        reasons.update(report.reasons)
+    total_in = sum(r.ingested for r in reports)
+    total_bad = sum(r.quarantined for r in reports)
+    console.print(f"total: {total_in:,} ingested, {total_bad:,} quarantined")
+    for reason, count in reasons.most_common():
+        console.print(f"  quarantined {count:,}: {reason}")
+
+
+# ----------------------------------------------------------------------------------- run/backfill
+
+
+def _commit_table(outcomes) -> Table:
+    table = Table("timeframe", "range", "candles", "inserted", "updated", "unchanged", "snapshot")
+    for outcome in outcomes:
+        for (tf, rng), commit in zip(outcome.chunk.targets, outcome.commits):
+            table.add_row(
+                tf.name, str(rng), f"{commit.inserted + commit.updated + commit.unchanged:,}",
+                f"{commit.inserted:,}", f"{commit.updated:,}", f"{commit.unchanged:,}",
+                str(commit.snapshot_id) if commit.snapshot_id else "no change",
+            )
+    return table
+
+
+@app.command()
+def run(
+    timeframe: str = typer.Option(..., "--timeframe", "-t", help="1m, 5m, 30m, 1h, 1d, a comma list, or all."),
+    as_of: Optional[str] = typer.Option(None, "--as-of", help="The tick's time, ISO-8601 UTC [default: now]."),
+) -> None:
+    """One scheduled tick: recompute each timeframe's closed windows in its lookback."""
+    from workflows.pipeline import run_chunks
+
+    tfs = timeframes.resolve(timeframe)
+    tick = parse_time(as_of, "--as-of") if as_of else utc_now()
+    settings = _settings()
+    _require_tables(settings, tfs)
+    outcomes = run_chunks(settings, tick_chunks(tfs, tick), utc_now)
+    console.print(_commit_table(outcomes))
+
+
+@app.command()
+def backfill(
+    timeframe: str = typer.Option(..., "--timeframe", "-t", help="1m, 5m, 30m, 1h, 1d, a comma list, or all."),
+    start: str = typer.Option(..., "--start", help="First window start to recompute, ISO-8601 UTC."),
+    end: str = typer.Option(..., "--end", help="Recompute windows that start before this, ISO-8601 UTC."),
+) -> None:
+    """Recompute every window whose start is in [start, end), one partition-sized chunk at a time."""
+    tfs = timeframes.resolve(timeframe)
+    first, last = parse_time(start, "--start"), parse_time(end, "--end")
+    if last < first:
+        raise InputError(f"--end {end} is before --start {start}")
+    settings = _settings()
+    _require_tables(settings, tfs)
+    outcomes = _backfill(settings, tfs, first, last)
+    _print_backfill_summary(outcomes)
+
+
+def _backfill(settings: Settings, tfs, first: datetime, last: datetime):
+    from workflows.pipeline import run_chunks
+
+    now = utc_now()
+    chunks = plan_backfill(tfs, first, last, closed_before=now)
+    if not chunks:
+        console.print("nothing to do: no closed window starts in that range")
+        return []
+    skipped_open = last > now
+    with Progress(
+        TextColumn("[bold]backfill[/]"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
+        TimeElapsedColumn(), console=console, transient=False,
+    ) as progress:
+        task = progress.add_task("starting Spark", total=len(chunks))
+
+        def advance(outcome) -> None:
+            names = ",".join(tf.name for tf in outcome.chunk.timeframes)
+            progress.update(task, advance=1, description=f"{names} {outcome.chunk.read}")
+
+        outcomes = run_chunks(settings, chunks, utc_now, on_chunk=advance)
+    if skipped_open:
+        console.print("windows that are still open were left for the scheduled runs")
+    return outcomes
+
+
+def _print_backfill_summary(outcomes) -> None:
+    per_tf: dict[str, Counter] = {}
+    for outcome in outcomes:
+        for (tf, _), commit in zip(outcome.chunk.targets, outcome.commits):
+            c = per_tf.setdefault(tf.name, Counter())
+            c.update(chunks=1, inserted=commit.inserted, updated=commit.updated, unchanged=commit.unchanged,
+                     deleted=commit.deleted, commits=1 if commit.snapshot_id else 0)
+    table = Table("timeframe", "chunks", "commits", "inserted", "updated", "unchanged", "deleted")
+    for name in (tf.name for tf in timeframes.TIMEFRAMES.values() if tf.name in per_tf):
+        c = per_tf[name]
+        table.add_row(name, *(f"{c[k]:,}" for k in ("chunks", "commits", "inserted", "updated", "unchanged", "deleted")))
+    if per_tf:
+        console.print(table)
+
+
+# ------------------------------------------------------------------------------------- candles
+
+
+@app.command()
+def candles(
+    symbol: str = typer.Option(..., "--symbol", help="Symbol, e.g. BTC-USDT."),
+    timeframe: str = typer.Option(..., "--timeframe", "-t", help="1m, 5m, 30m, 1h or 1d."),
+    exchange: Optional[str] = typer.Option(None, "--exchange", help="Only this exchange [default: all]."),
+    start: Optional[str] = typer.Option(None, "--start", help="First window start, ISO-8601 UTC."),
+    end: Optional[str] = typer.Option(None, "--end", help="Windows that start before this, ISO-8601 UTC."),
+    output: str = typer.Option("table", "--format", help="table, csv or json."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Also draw a candlestick chart to this .png file."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="Only the newest N candles."),
+) -> None:
+    """Query candles of one symbol (no Spark needed: reads the table through pyiceberg)."""
+    from ohlcv.catalog import load_candles, open_catalog
+    from ohlcv.store import read_candles
+
+    tf = timeframes.get(timeframe)
+    if output not in ("table", "csv", "json"):
+        raise InputError(f"--format {output!r}: choose table, csv or json")
+    first = parse_time(start, "--start") if start else EPOCH
+    last = parse_time(end, "--end") if end else datetime(9999, 1, 1, tzinfo=timezone.utc)
+    rng = WindowRange(first, last)
+    settings = _settings()
+    result = read_candles(load_candles(open_catalog(settings), settings.namespace, tf), rng, symbol, exchange)
+    if limit is not None:
+        result = result.slice(max(0, result.num_rows - limit))
+    _print_candles(result, output)
+    if plot is not None:
+        from ohlcv.chart import plot_candles
+
+        exchanges = sorted(set(result.column("exchange").to_pylist()))
+        if len(exchanges) > 1:
+            raise InputError(f"--plot draws one series: add --exchange (found {', '.join(exchanges)})")
+        title = f"{symbol} {exchanges[0] if exchanges else exchange or ''} {tf.name} candles"
+        errors.print(f"chart written to {plot_candles(result, plot, title)}")
+
+
+def _print_candles(result, output: str) -> None:
+    frame = result.to_pandas()
+    if output == "csv":
+        sys.stdout.write(frame.to_csv(index=False, date_format="%Y-%m-%dT%H:%M:%SZ"))
+        return
+    if output == "json":
+        records = json.loads(frame.to_json(orient="records", date_format="iso", date_unit="us"))
+        sys.stdout.write(json.dumps(records, indent=2) + "\n")
+        return
+    if result.num_rows == 0:
+        errors.print("no candles match")
+        return
+    table = Table("exchange", "window_start", "open", "high", "low", "close", "volume", "trades", "vwap")
+    for row in frame.itertuples(index=False):
+        table.add_row(
+            row.exchange, row.window_start.strftime("%Y-%m-%d %H:%M"), f"{row.open_price:,.6g}",
+            f"{row.high_price:,.6g}", f"{row.low_price:,.6g}", f"{row.close_price:,.6g}",
+            f"{row.volume:,.4f}", f"{row.trade_count:,}", f"{row.vwap:,.6g}",
+        )
+    console.print(table)
+
+
+# ---------------------------------------------------------------------------------------- demo
+
+
+@app.command()
+def demo(
+    out_dir: Path = typer.Option(Path("demo"), "--out-dir", help="Where the trades file and the chart go."),
+    symbols: int = typer.Option(3, "--symbols"),
+    exchanges: int = typer.Option(2, "--exchanges"),
+    trades_per_day: int = typer.Option(200_000, "--trades-per-day"),
+) -> None:
+    """The whole pipeline on the embedded default: init, generate, ingest, backfill, query, chart."""
+    from ohlcv.catalog import ensure_tables, load_candles, open_catalog
+    from ohlcv.chart import plot_candles
+    from ohlcv.generate import SYMBOLS, EXCHANGES, GenerateSpec, generate as make_trades, write_trades
+    from ohlcv.ingest import ingest_files
+    from ohlcv.store import read_candles
+
+    settings = _settings()
+    timings: dict[str, float] = {}
+
+    def step(name: str):
+        console.rule(f"[bold]{name}")
+        timings[name] = time.monotonic()
+
+    def done(name: str) -> None:
+        timings[name] = time.monotonic() - timings[name]
+
+    step("init")
+    catalog = open_catalog(settings)
+    ensure_tables(catalog, settings.namespace)
+    console.print(f"catalog {settings.masked_catalog_uri}, warehouse {settings.warehouse_uri}")
+    done("init")
+
+    step("generate")
+    day = utc_now().replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=1)
+    trades = make_trades(GenerateSpec(day, day + timedelta(days=1), symbols, exchanges, trades_per_day, seed=7))
+    path = write_trades(trades, out_dir / f"trades-{day:%Y%m%d}.parquet")
+    console.print(f"{trades.num_rows:,} trades for {day:%Y-%m-%d} written to {path}")
+    done("generate")
+
+    step("ingest")
+    [report] = ingest_files(catalog, settings.namespace, [str(path)], "us", utc_now())
+    console.print(f"{report.ingested:,} trades ingested, {report.quarantined:,} quarantined")
+    done("ingest")
+
+    step("backfill")
+    outcomes = _backfill(settings, timeframes.resolve("all"), day, day + timedelta(days=1))
+    _print_backfill_summary(outcomes)
+    done("backfill")
+
+    step("candles")
+    symbol, exchange = SYMBOLS[0][0], EXCHANGES[0]
+    rng = WindowRange(day, day + timedelta(days=1))
+    summary = Table("table", "candles for the day")
+    for tf in timeframes.TIMEFRAMES.values():
+        summary.add_row(tf.table, f"{read_candles(load_candles(catalog, settings.namespace, tf), rng).num_rows:,}")
+    console.print(summary)
+    hourly = read_candles(load_candles(catalog, settings.namespace, timeframes.get("1h")), rng, symbol, exchange)
+    console.print(f"first 1h candles of {symbol} on {exchange}:")
+    _print_candles(hourly.slice(0, 5), "table")
+    five = read_candles(load_candles(catalog, settings.namespace, timeframes.get("5m")), rng, symbol, exchange)
+    chart = plot_candles(five, out_dir / "chart.png", f"{symbol} on {exchange}, 5m candles, {day:%Y-%m-%d} (UTC)")
+    console.print(f"chart: {chart}")
+    done("candles")
+
+    console.rule("[bold]done")
+    console.print("  ".join(f"{name} {seconds:.1f}s" for name, seconds in timings.items()))
+    console.print(f"try: ohlcv candles --symbol {symbol} --exchange {exchange} --timeframe 1h --start {day:%Y-%m-%d}")
+
+
+# ---------------------------------------------------------------------------------------- main
+
+
+def _configure_logging(debug: bool) -> None:
+    logging.basicConfig(
+        level=logging.INFO if debug else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    # pyiceberg and ray are chatty at INFO; keep their warnings.
+    for noisy in ("pyiceberg", "ray", "py4j", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the `ohlcv` command; exit code 0 on success, 1 on any error."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    _configure_logging(debug)
+    try:
+        code = app(args=args, prog_name="ohlcv", standalone_mode=False)
+    except OhlcvError as exc:
+        if debug:
+            raise
+        errors.print(f"[red]error:[/] {exc}", soft_wrap=True)
+        sys.exit(1)
+    except click.UsageError as exc:
+        hint = f" (see: ohlcv {exc.ctx.info_name} --help)" if exc.ctx and exc.ctx.info_name != "ohlcv" else " (see: ohlcv --help)"
+        errors.print(f"[red]error:[/] {exc.format_message()}{hint}", soft_wrap=True)
+        sys.exit(1)
+    except (click.Abort, KeyboardInterrupt):
+        errors.print("interrupted")
+        sys.exit(130)
+    except Exception as exc:  # one line for people; the traceback is one flag away
+        if debug:
+            raise
+        errors.print(f"[red]error:[/] unexpected {type(exc).__name__}: {exc} (run with --debug for the traceback)", soft_wrap=True)
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,271 @@
+"""The Spark service: one RayDP Spark session kept warm in a named, detached Ray actor.
+
+`raydp.init_spark` costs seconds, and a SparkSession cannot travel to a Ray task, so the
+session lives in one actor that every caller (CLI, workflow step, scheduler) reaches by name.
+Its executors are Ray actors too, sized from the cluster's CPUs and memory. The actor asks for
+no CPU itself (its executors hold the cores); callers that only wait on it should ask for none
+either, or they can starve the executors of a small cluster.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+from ohlcv.errors import ConfigError, OhlcvError, SchemaMismatch, ServiceUnavailable, TransientError
+from ohlcv.settings import Settings
+from workflows.runtime import NAMESPACE, ensure_ray, import_ray
+
+__all__ = ["SERVICE_NAME", "SparkSizing", "plan_sizing", "java_major_version", "require_java", "spark_service", "stop_service"]
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = "ohlcv-spark"
+_GIB = 1024**3
+
+# Spark 3.5 on Java 17 needs these modules opened, or RayDP's Arrow and object-store paths
+# fail with InaccessibleObjectException (DESIGN section 6).
+_OPENED_PACKAGES = (
+    "java.lang", "java.lang.invoke", "java.lang.reflect", "java.io", "java.net", "java.nio", "java.util",
+    "java.util.concurrent", "java.util.concurrent.atomic", "sun.nio.ch", "sun.nio.cs", "sun.security.action",
+    "sun.util.calendar", "java.math", "java.text", "java.time", "java.util.regex", "java.util.concurrent.locks",
+    "java.lang.ref", "java.security", "java.nio.charset",
+)
+JAVA_OPTIONS = " ".join(
+    ["-XX:+IgnoreUnrecognizedVMOptions"]
+    + [f"--add-opens=java.base/{package}=ALL-UNNAMED" for package in _OPENED_PACKAGES]
+    + ["--add-opens=java.sql/java.sql=ALL-UNNAMED"]
+)
+_INSTALL_JAVA = (
+    "install a Java 17 runtime (Debian/Ubuntu: sudo apt-get install openjdk-17-jre-headless; "
+    "macOS: brew install openjdk@17) and put `java` on PATH or set JAVA_HOME"
+)
+
+
+def _java_binary() -> str | None:
+    home = os.environ.get("JAVA_HOME")
+    if home and os.access(os.path.join(home, "bin", "java"), os.X_OK):
+        return os.path.join(home, "bin", "java")
+    return shutil.which("java")
+
+
+def java_major_version() -> int | None:
+    """The major version of the Java runtime Spark would use, or None when there is none."""
+    binary = _java_binary()
+    if binary is None:
+        return None
+    try:
+        banner = subprocess.run([binary, "-version"], capture_output=True, text=True, timeout=30).stderr
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    match = re.search(r'version "(\d+)(?:\.(\d+))?', banner)
+    if not match:
+        return None
+    major = int(match.group(1))
+    return int(match.group(2)) if major == 1 and match.group(2) else major  # "1.8" is Java 8
+
+
+def require_java() -> None:
+    major = java_major_version()
+    if major is None:
+        raise ConfigError(f"Java was not found: Spark needs it. {_INSTALL_JAVA}")
+    if not 17 <= major <= 21:
+        raise ConfigError(f"found Java {major}, but Spark 3.5 with RayDP here needs Java 17: {_INSTALL_JAVA}")
+
+
+@dataclass(frozen=True)
+class SparkSizing:
+    executors: int
+    executor_cores: int
+    executor_memory: str
+    driver_memory: str
+
+    @property
+    def slots(self) -> int:
+        return self.executors * self.executor_cores
+
+
+def plan_sizing(settings: Settings, cluster_cpus: float, cluster_memory_bytes: float) -> SparkSizing:
+    """Executors from the cluster's resources unless the settings fix them.
+
+    Executors take the cluster's cores (at most four per executor: beyond that one JVM's
+    shuffle and GC stop scaling) and a share of its memory, capped at 2 GiB each: candles
+    are small, and a larger heap only delays garbage collection and inflates the footprint.
+    """
+    cpus = max(1, int(cluster_cpus))
+    cores = settings.spark_executor_cores or min(cpus, 4)
+    executors = settings.spark_executors or max(1, cpus // cores)
+    if settings.spark_executor_memory:
+        memory = settings.spark_executor_memory
+    else:
+        share = cluster_memory_bytes * 0.3 / executors
+        memory = f"{int(min(max(share, 1 * _GIB), 2 * _GIB) // 2**20)}m"
+    return SparkSizing(executors, cores, memory, settings.spark_driver_memory)
+
+
+def _spark_configs(sizing: SparkSizing) -> dict[str, str]:
+    return {
+        "spark.driver.extraJavaOptions": JAVA_OPTIONS,
+        "spark.executor.extraJavaOptions": JAVA_OPTIONS,
+        "spark.ray.raydp_app_master.extraJavaOptions": JAVA_OPTIONS,
+        "spark.driver.memory": sizing.driver_memory,
+        "spark.sql.session.timeZone": "UTC",
+        "spark.sql.shuffle.partitions": str(max(4, sizing.slots * 2)),
+        "spark.sql.execution.arrow.pyspark.enabled": "true",
+        "spark.ui.showConsoleProgress": "false",
+        "spark.ui.enabled": "false",
+    }
+
+
+class SparkService:
+    """Holds the RayDP Spark session; every public method is one request from a caller."""
+
+    def __init__(self, sizing: SparkSizing, app_name: str) -> None:
+        # Spark's Python workers run whatever PYSPARK_PYTHON names ("python3" on PATH by
+        # default), which lacks this environment's packages.
+        os.environ["PYSPARK_PYTHON"] = sys.executable
+        require_java()
+        import raydp
+
+        self.sizing = sizing
+        self.app_name = app_name
+        started = time.monotonic()
+        try:
+            self.spark = raydp.init_spark(
+                app_name, sizing.executors, sizing.executor_cores, sizing.executor_memory,
+                configs=_spark_configs(sizing),
+            )
+        except BaseException:
+            raydp.stop_spark()
+            raise
+        self.spark.sparkContext.setLogLevel("WARN")
+        self.startup_seconds = time.monotonic() - started
+        self.requests = 0
+        self._catalogs: dict[tuple[str, str], object] = {}
+
+    def info(self) -> dict:
+        return {
+            "app_name": self.app_name,
+            "startup_seconds": round(self.startup_seconds, 2),
+            "requests": self.requests,
+            "executors": self.sizing.executors,
+            "executor_cores": self.sizing.executor_cores,
+            "executor_memory": self.sizing.executor_memory,
+            "pid": os.getpid(),
+        }
+
+    def _catalog(self, settings: Settings):
+        from ohlcv.catalog import open_catalog
+
+        key = (settings.resolved_catalog_uri, settings.warehouse_uri)
+        if key not in self._catalogs:
+            self._catalogs[key] = open_catalog(settings)
+        return self._catalogs[key]
+
+    def aggregate(self, settings: Settings, timeframes: list[str], start: datetime, end: datetime) -> dict:
+        """Candles of `timeframes` for trades in `[start, end)`, from one read of the trades."""
+        from ohlcv import aggregate, timeframes as tfs
+        from ohlcv.catalog import load_trades
+        from ohlcv.store import read_trades
+        from ohlcv.windows import WindowRange
+
+        self.requests += 1
+        started = time.monotonic()
+        chosen = [tfs.get(name) for name in timeframes]
+        rng = WindowRange(start, end)
+        try:
+            table = load_trades(self._catalog(settings), settings.namespace)
+            trades, plan = read_trades(self.spark, table, rng, settings.read_mode, self.sizing.slots)
+            frames = aggregate.candles_for(trades, chosen)
+            try:
+                candles = {name: aggregate.collect_candles(frame) for name, frame in frames.items()}
+            finally:
+                aggregate.release(frames)
+        except OhlcvError:
+            raise
+        except Exception as exc:  # py4j errors are not picklable: pass on their meaning, not the object
+            raise _spark_error(exc) from None
+        return {
+            "candles": candles,
+            "files": plan.files,
+            "bytes": plan.bytes,
+            "read_mode": plan.mode,
+            "seconds": time.monotonic() - started,
+        }
+
+    def stop(self) -> None:
+        import raydp
+
+        raydp.stop_spark()
+
+
+def _spark_error(exc: Exception) -> OhlcvError:
+    from pyspark.errors import AnalysisException
+
+    first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:500]
+    if isinstance(exc, AnalysisException):
+        return SchemaMismatch(f"Spark could not plan the aggregation: {first_line}")
+    return TransientError(f"the Spark job failed: {type(exc).__name__}: {first_line}")
+
+
+def spark_service(settings: Settings):
+    """A handle to the running Spark service, starting it on first use."""
+    ray = import_ray()
+    ensure_ray(settings)
+    try:
+        return ray.get_actor(SERVICE_NAME, namespace=NAMESPACE)
+    except ValueError:
+        pass
+    require_java()
+    resources = ray.cluster_resources()
+    sizing = plan_sizing(settings, resources.get("CPU", 1), resources.get("memory", 4 * _GIB))
+    app_name = f"{SERVICE_NAME}-{uuid.uuid4().hex[:8]}"
+    handle = (
+        ray.remote(SparkService)
+        .options(
+            name=SERVICE_NAME,
+            namespace=NAMESPACE,
+            lifetime="detached",
+            get_if_exists=True,
+            num_cpus=0,
+            max_concurrency=4,
+        )
+        .remote(sizing, app_name)
+    )
+    try:
+        # Not `call`: a failed __init__ surfaces as an actor error whose text holds the cause.
+        info = ray.get(handle.info.remote())
+    except Exception as exc:
+        raise ServiceUnavailable(f"the Spark service did not start: {_root_message(exc)}") from None
+    log.info("Spark service %s started in %.1fs with %s", info["app_name"], info["startup_seconds"], sizing)
+    return handle
+
+
+def stop_service() -> bool:
+    """Stop the Spark service if one runs; True when one was stopped."""
+    ray = import_ray()
+    try:
+        handle = ray.get_actor(SERVICE_NAME, namespace=NAMESPACE)
+    except ValueError:
+        return False
+    try:
+        ray.get(handle.stop.remote(), timeout=60)
+    finally:
+        ray.kill(handle)
+    return True
+
+
+def _root_message(exc: BaseException) -> str:
+    text = str(exc)
+    for marker in ("ConfigError: ", "ServiceUnavailable: ", "OhlcvError: "):
+        if marker in text:
+            return text.split(marker, 1)[1].splitlines()[0]
+    return text.strip().splitlines()[-1] if text.strip() else type(exc).__name__
