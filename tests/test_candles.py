@@ -1,0 +1,140 @@
+"""Candles of all five timeframes, computed by RayDP Spark and committed to Iceberg, equal the
+oracle's field by field."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import stored_trades, trade, trades_table, utc
+from oracle import compare, expected_candles
+from ohlcv import timeframes
+from ohlcv.catalog import load_candles
+from ohlcv.generate import GenerateSpec, generate
+from ohlcv.ingest import ingest_files
+from ohlcv.windows import plan_backfill, tick_chunks
+from workflows.pipeline import run_chunks
+
+pytestmark = pytest.mark.slow
+
+ALL = timeframes.resolve("all")
+NOW = utc(2030, 1, 1)  # the "wall clock" of these tests: long after every trade
+
+
+def ingest_rows(settings, catalog, rows, tmp_path, name, ingested_at):
+    path = tmp_path / f"{name}.parquet"
+    pq.write_table(trades_table(rows), path)
+    [report] = ingest_files(catalog, settings.namespace, [str(path)], "us", ingested_at)
+    return report
+
+
+def backfill(settings, start: datetime, end: datetime, tfs=ALL, now=NOW):
+    return run_chunks(settings, plan_backfill(tfs, start, end, closed_before=now), lambda: now)
+
+
+def stored(catalog, tf) -> list[dict]:
+    return load_candles(catalog, "market_data", tf).scan().to_arrow().to_pylist()
+
+
+def assert_matches_oracle(catalog, trades, tfs=ALL, start=None, end=None):
+    for tf in tfs:
+        problems = compare(stored(catalog, tf), expected_candles(trades, tf.width, start, end))
+        assert not problems, f"{tf.name}: " + "; ".join(problems[:10])
+
+
+def crafted_trades() -> list[dict]:
+    """Each line exercises one rule; the comments say which."""
+    t = utc(2024, 1, 31, 23, 50, 10)
+    return [
+        # Equal timestamps: "999" sorts before "1000" as numbers (as text it would not).
+        trade("binance", "BTC-USDT", "1000", 101.0, 1.0, t),
+        trade("binance", "BTC-USDT", "999", 100.0, 2.0, t),
+        trade("binance", "BTC-USDT", "1001", 99.5, 0.5, t + timedelta(seconds=20)),
+        # Same symbol on another exchange: a separate series.
+        trade("coinbase", "BTC-USDT", "5", 102.0, 0.25, t),
+        # Ids that are not all digits compare as text: "a-10" < "a-2".
+        trade("kraken", "BTC-USDT", "a-2", 50.0, 1.0, t),
+        trade("kraken", "BTC-USDT", "a-10", 51.0, 1.0, t),
+        # Digits before other ids at equal time; leading zeros compare numerically: 007 < 10.
+        trade("kraken", "ETH-USDT", "x9", 10.0, 1.0, t),
+        trade("kraken", "ETH-USDT", "77", 11.0, 1.0, t),
+        trade("okx", "ETH-USDT", "10", 20.0, 1.0, t),
+        trade("okx", "ETH-USDT", "007", 21.0, 1.5, t),
+        # Exactly on a window boundary: belongs to the window that starts there.
+        trade("binance", "BTC-USDT", "1100", 98.0, 1.0, utc(2024, 1, 31, 23, 55)),
+        trade("binance", "BTC-USDT", "1099", 97.0, 1.0, utc(2024, 1, 31, 23, 54, 59, 999999)),
+        # Around midnight and the month end (the 1d table's month partitions).
+        trade("binance", "BTC-USDT", "1200", 96.0, 3.0, utc(2024, 1, 31, 23, 59, 59, 999999)),
+        trade("binance", "BTC-USDT", "1201", 95.0, 1.0, utc(2024, 2, 1)),
+        trade("binance", "BTC-USDT", "1202", 95.5, 2.0, utc(2024, 2, 1, 0, 0, 0, 1)),
+        # A gap: nothing between 00:01 and 02:17 -> no candles there.
+        trade("binance", "BTC-USDT", "1300", 94.0, 1.0, utc(2024, 2, 1, 2, 17, 3)),
+        # A single-trade window, and a duplicate delivered in the same file (counts once).
+        trade("coinbase", "ETH-USDT", "42", 3000.0, 0.1, utc(2024, 2, 1, 5, 0, 1)),
+        trade("coinbase", "ETH-USDT", "42", 3000.0, 0.1, utc(2024, 2, 1, 5, 0, 1)),
+    ]
+
+
+def test_crafted_trades_match_the_oracle_in_all_five_tables(settings, catalog, spark, tmp_path):
+    ingest_rows(settings, catalog, crafted_trades(), tmp_path, "crafted", utc(2024, 2, 2))
+    backfill(settings, utc(2024, 1, 31), utc(2024, 2, 2))
+    trades = stored_trades(catalog)
+    assert_matches_oracle(catalog, trades)
+    one_minute = {(r["exchange"], r["symbol"], r["window_start"]): r for r in stored(catalog, timeframes.get("1m"))}
+    # The rules the crafted rows exist for, spelled out once more:
+    btc = one_minute[("binance", "BTC-USDT", utc(2024, 1, 31, 23, 50))]
+    assert (btc["open_price"], btc["close_price"], btc["trade_count"]) == (100.0, 99.5, 3)
+    assert one_minute[("kraken", "BTC-USDT", utc(2024, 1, 31, 23, 50))]["open_price"] == 51.0
+    assert one_minute[("kraken", "ETH-USDT", utc(2024, 1, 31, 23, 50))]["open_price"] == 11.0
+    assert one_minute[("okx", "ETH-USDT", utc(2024, 1, 31, 23, 50))]["open_price"] == 21.0
+    assert one_minute[("coinbase", "ETH-USDT", utc(2024, 2, 1, 5, 0))]["trade_count"] == 1
+    assert not [k for k in one_minute if utc(2024, 2, 1, 0, 1) <= k[2] < utc(2024, 2, 1, 2, 17)]
+    daily = {(r["exchange"], r["symbol"], r["window_start"]) for r in stored(catalog, timeframes.get("1d"))}
+    assert ("binance", "BTC-USDT", utc(2024, 1, 31)) in daily and ("binance", "BTC-USDT", utc(2024, 2, 1)) in daily
+
+
+@pytest.mark.parametrize("read_mode", ["native", "arrow"])
+def test_generated_trades_across_midnight_and_month_end_match_the_oracle(settings, catalog, spark, tmp_path, read_mode):
+    start, end = utc(2024, 2, 28, 21), utc(2024, 3, 1, 3)  # Feb 29 of a leap year, two midnights
+    rows = generate(GenerateSpec(start, end, symbols=2, exchanges=3, trades_per_day=12_000, seed=11)).to_pylist()
+    ingest_rows(settings, catalog, rows, tmp_path, "generated", utc(2024, 3, 2))
+    trades = stored_trades(catalog)
+    delivered = {(r["exchange"], r["symbol"], r["trade_id"], r["price"], r["quantity"], r["timestamp"]) for r in rows}
+    landed = {(r["exchange"], r["symbol"], r["trade_id"], r["price"], r["quantity"], r["timestamp"]) for r in trades}
+    assert landed == delivered
+
+    outcomes = backfill(settings.with_overrides(read_mode=read_mode), utc(2024, 2, 28), utc(2024, 3, 2))
+    assert {o.aggregated.read_mode for o in outcomes} == {read_mode}
+    assert_matches_oracle(catalog, trades)
+
+
+def test_file_ingested_twice_counts_each_trade_once(settings, catalog, spark, tmp_path):
+    rows = crafted_trades()
+    ingest_rows(settings, catalog, rows, tmp_path, "first", utc(2024, 2, 2))
+    ingest_rows(settings, catalog, rows, tmp_path, "again", utc(2024, 2, 3))
+    backfill(settings, utc(2024, 1, 31), utc(2024, 2, 2))
+    trades = stored_trades(catalog)
+    assert len(trades) == 2 * len(rows)
+    assert_matches_oracle(catalog, trades)
+
+
+def test_a_tick_recomputes_exactly_its_lookback(settings, catalog, spark, tmp_path):
+    base = utc(2024, 5, 1, 12)
+    rows = [trade("binance", "BTC-USDT", str(i), 100.0 + i, 1.0, base + timedelta(minutes=i)) for i in range(-30, 30)]
+    ingest_rows(settings, catalog, rows, tmp_path, "ticks", base)
+    as_of = base + timedelta(minutes=3, seconds=12)  # 1m lookback 10 min: [11:53, 12:03)
+    run_chunks(settings, tick_chunks([timeframes.get("1m")], as_of), lambda: as_of)
+    starts = sorted(r["window_start"] for r in stored(catalog, timeframes.get("1m")))
+    assert starts == [utc(2024, 5, 1, 11, 53) + timedelta(minutes=i) for i in range(10)]
+    assert_matches_oracle(catalog, stored_trades(catalog), [timeframes.get("1m")], utc(2024, 5, 1, 11, 53), utc(2024, 5, 1, 12, 3))
+
+
+def test_backfill_leaves_windows_that_are_still_open(settings, catalog, spark, tmp_path):
+    now = utc(2024, 5, 1, 12, 7, 30)
+    rows = [trade("okx", "SOL-USDT", str(i), 150.0, 1.0, utc(2024, 5, 1, 12) + timedelta(minutes=i)) for i in range(8)]
+    ingest_rows(settings, catalog, rows, tmp_path, "open", now)
+    backfill(settings, utc(2024, 5, 1), utc(2024, 5, 2), [timeframes.get("1m"), timeframes.get("5m")], now=now)
+    assert max(r["window_start"] for r in stored(catalog, timeframes.get("1m"))) == utc(2024, 5, 1, 12, 6)
+    assert [r["window_start"] for r in stored(catalog, timeframes.get("5m"))] == [utc(2024, 5, 1, 12)]
