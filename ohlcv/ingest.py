@@ -212,13 +212,23 @@ def _text_timestamps(text: pa.ChunkedArray, unit: EpochUnit) -> tuple[np.ndarray
     if decimal.any():
         micros[decimal] = _epoch_numbers_to_us(series[decimal].astype("float64").to_numpy(), unit)
     iso = ~whole & ~decimal & ~missing
-    if iso.any():
-        parsed = pd.to_datetime(series[iso], utc=True, format="ISO8601", errors="coerce")
-        as_us = parsed.to_numpy(dtype="datetime64[us]").astype("int64").astype("float64")
-        as_us[parsed.isna().to_numpy()] = np.nan
-        micros[iso] = as_us
+    # Parse zoned and naive texts apart: given both in one call, pandas applied one row's
+    # offset to the naive rows (seen with pandas 2.3).
+    zoned = series.str.contains(r"\d\d:\d\d(?::\d\d(?:\.\d+)?)?(?:[zZ]|[+-]\d\d(?::?\d\d)?)$", regex=True).to_numpy(dtype=bool)
+    for subset, localise in ((iso & zoned, False), (iso & ~zoned, True)):
+        if subset.any():
+            micros[subset] = _iso_to_us(series[subset], localise)
     unparseable = np.isnan(micros) & ~missing
     return micros, missing, unparseable
+
+
+def _iso_to_us(texts: pd.Series, naive: bool) -> np.ndarray:
+    parsed = pd.to_datetime(texts, utc=not naive, format="ISO8601", errors="coerce")
+    if naive:
+        parsed = parsed.dt.tz_localize("UTC")
+    as_us = parsed.to_numpy(dtype="datetime64[us]").astype("int64").astype("float64")
+    as_us[parsed.isna().to_numpy()] = np.nan
+    return as_us
 
 
 def validate(table: pa.Table, epoch_unit: EpochUnit, ingested_at: datetime, source: str = "") -> tuple[pa.Table, pa.Table, Counter[str]]:
