@@ -17,6 +17,7 @@ from typing import Optional
 
 import click
 import typer
+import typer.exceptions
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -46,6 +47,13 @@ app = typer.Typer(
 @app.callback()
 def _root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks and diagnostic logs.")) -> None:
     """OHLCV candles from crypto trades in Iceberg, computed by Spark on Ray."""
+
+
+def _show(table: Table) -> None:
+    """Print a table; off a terminal (a pipe, a log) Rich would squeeze it to 80 columns and cut values."""
+    if not console.is_terminal:
+        console.width = 200
+    console.print(table)
 
 
 def _settings() -> Settings:
@@ -168,7 +176,7 @@ def run(
     settings = _settings()
     _require_tables(settings, tfs)
     outcomes = run_chunks(settings, tick_chunks(tfs, tick), utc_now)
-    console.print(_commit_table(outcomes))
+    _show(_commit_table(outcomes))
 
 
 @app.command()
@@ -225,7 +233,7 @@ def _print_backfill_summary(outcomes) -> None:
         c = per_tf[name]
         table.add_row(name, *(f"{c[k]:,}" for k in ("chunks", "commits", "inserted", "updated", "unchanged", "deleted")))
     if per_tf:
-        console.print(table)
+        _show(table)
 
 
 # ------------------------------------------------------------------------------------- candles
@@ -286,7 +294,7 @@ def _print_candles(result, output: str) -> None:
             f"{row.high_price:,.6g}", f"{row.low_price:,.6g}", f"{row.close_price:,.6g}",
             f"{row.volume:,.4f}", f"{row.trade_count:,}", f"{row.vwap:,.6g}",
         )
-    console.print(table)
+    _show(table)
 
 
 # ---------------------------------------------------------------------------------------- demo
@@ -345,7 +353,7 @@ def demo(
     summary = Table("table", "candles for the day")
     for tf in timeframes.TIMEFRAMES.values():
         summary.add_row(tf.table, f"{read_candles(load_candles(catalog, settings.namespace, tf), rng).num_rows:,}")
-    console.print(summary)
+    _show(summary)
     hourly = read_candles(load_candles(catalog, settings.namespace, timeframes.get("1h")), rng, symbol, exchange)
     console.print(f"first 1h candles of {symbol} on {exchange}:")
     _print_candles(hourly.slice(0, 5), "table")
@@ -372,6 +380,11 @@ def _configure_logging(debug: bool) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+# Typer 0.29 vendors its own click; older releases raise click's own exceptions.
+_USAGE_ERRORS = (click.ClickException, typer.exceptions.TyperException)
+_ABORTS = (click.Abort, typer.Abort, KeyboardInterrupt)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the `ohlcv` command; exit code 0 on success, 1 on any error."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -384,11 +397,13 @@ def main(argv: list[str] | None = None) -> None:
             raise
         errors.print(f"[red]error:[/] {exc}", soft_wrap=True)
         sys.exit(1)
-    except click.UsageError as exc:
-        hint = f" (see: ohlcv {exc.ctx.info_name} --help)" if exc.ctx and exc.ctx.info_name != "ohlcv" else " (see: ohlcv --help)"
+    except _USAGE_ERRORS as exc:
+        context = getattr(exc, "ctx", None)
+        command = context.info_name if context is not None and context.info_name != "ohlcv" else None
+        hint = f" (see: ohlcv {command} --help)" if command else " (see: ohlcv --help)"
         errors.print(f"[red]error:[/] {exc.format_message()}{hint}", soft_wrap=True)
         sys.exit(1)
-    except (click.Abort, KeyboardInterrupt):
+    except _ABORTS:
         errors.print("interrupted")
         sys.exit(130)
     except Exception as exc:  # one line for people; the traceback is one flag away

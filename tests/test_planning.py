@@ -1,0 +1,99 @@
+"""Pure planning: timeframes, window ranges and backfill chunks (no I/O, no clock)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from conftest import utc
+from ohlcv import timeframes
+from ohlcv.errors import InputError
+from ohlcv.windows import WindowRange, backfill_range, ceil, floor, plan_backfill, split_by_partition, tick_range
+
+ONE_MINUTE, FIVE, THIRTY, HOUR, DAY = (timeframes.get(n) for n in ("1m", "5m", "30m", "1h", "1d"))
+
+
+def test_the_timeframe_table_holds_the_original_platforms_figures():
+    rows = {tf.name: (tf.cron, tf.lookback, tf.mode, tf.retention.days, tf.partition, tf.table) for tf in timeframes.TIMEFRAMES.values()}
+    assert rows == {
+        "1m": ("*/5 * * * *", timedelta(minutes=10), "incremental", 90, "day", "gold_ohlcv_1m"),
+        "5m": ("5,20,35,50 * * * *", timedelta(minutes=20), "incremental", 180, "day", "gold_ohlcv_5m"),
+        "30m": ("10,40 * * * *", timedelta(hours=1), "batch", 365, "day", "gold_ohlcv_30m"),
+        "1h": ("15 * * * *", timedelta(hours=2), "batch", 1095, "day", "gold_ohlcv_1h"),
+        "1d": ("5 0 * * *", timedelta(days=2), "batch", 1825, "month", "gold_ohlcv_1d"),
+    }
+
+
+def test_resolving_timeframe_names():
+    assert [tf.name for tf in timeframes.resolve("all")] == ["1m", "5m", "30m", "1h", "1d"]
+    assert [tf.name for tf in timeframes.resolve("1h,1m")] == ["1m", "1h"]
+    with pytest.raises(InputError, match="unknown timeframe '2m': choose one of 1m, 5m, 30m, 1h, 1d, or all"):
+        timeframes.resolve("2m")
+
+
+def test_rollup_parents_divide_evenly():
+    assert timeframes.rollup_parent(HOUR, [ONE_MINUTE, FIVE, THIRTY]) == THIRTY
+    assert timeframes.rollup_parent(DAY, [ONE_MINUTE, HOUR]) == HOUR
+    assert timeframes.rollup_parent(ONE_MINUTE, [FIVE]) is None
+
+
+def test_floor_and_ceil_in_utc():
+    t = datetime(2024, 5, 1, 12, 7, 30, tzinfo=timezone(timedelta(hours=2)))  # 10:07:30 UTC
+    assert floor(t, FIVE) == utc(2024, 5, 1, 10, 5)
+    assert ceil(t, FIVE) == utc(2024, 5, 1, 10, 10)
+    assert ceil(utc(2024, 5, 1, 10, 5), FIVE) == utc(2024, 5, 1, 10, 5)
+    assert floor(datetime(2024, 5, 1, 10, 7), HOUR) == utc(2024, 5, 1, 10)  # naive means UTC
+    assert floor(utc(2024, 5, 1, 23, 59, 59, 999999), DAY) == utc(2024, 5, 1)
+
+
+@pytest.mark.parametrize(
+    ("tf", "as_of", "expected"),
+    [
+        (ONE_MINUTE, utc(2024, 5, 1, 10, 5), (utc(2024, 5, 1, 9, 55), utc(2024, 5, 1, 10, 5))),
+        (FIVE, utc(2024, 5, 1, 10, 20, 40), (utc(2024, 5, 1, 10), utc(2024, 5, 1, 10, 20))),
+        (THIRTY, utc(2024, 5, 1, 10, 40), (utc(2024, 5, 1, 9, 30), utc(2024, 5, 1, 10, 30))),
+        (HOUR, utc(2024, 5, 1, 0, 15), (utc(2024, 4, 30, 22), utc(2024, 5, 1))),
+        (DAY, utc(2024, 5, 1, 0, 5), (utc(2024, 4, 29), utc(2024, 5, 1))),
+    ],
+)
+def test_a_tick_covers_the_closed_windows_of_its_lookback(tf, as_of, expected):
+    assert tick_range(tf, as_of) == WindowRange(*expected)
+
+
+def test_backfill_range_takes_windows_whose_start_is_inside_and_closed():
+    assert backfill_range(HOUR, utc(2024, 5, 1, 10, 7), utc(2024, 5, 1, 13)) == WindowRange(utc(2024, 5, 1, 11), utc(2024, 5, 1, 13))
+    clipped = backfill_range(FIVE, utc(2024, 5, 1), utc(2024, 5, 2), closed_before=utc(2024, 5, 1, 12, 7))
+    assert clipped == WindowRange(utc(2024, 5, 1), utc(2024, 5, 1, 12, 5))
+    with pytest.raises(InputError, match="before --start"):
+        backfill_range(HOUR, utc(2024, 5, 2), utc(2024, 5, 1))
+
+
+def test_split_by_partition_cuts_at_days_and_months():
+    days = split_by_partition(WindowRange(utc(2024, 1, 30, 6), utc(2024, 2, 1, 3)), HOUR)
+    assert days == [
+        WindowRange(utc(2024, 1, 30, 6), utc(2024, 1, 31)),
+        WindowRange(utc(2024, 1, 31), utc(2024, 2, 1)),
+        WindowRange(utc(2024, 2, 1), utc(2024, 2, 1, 3)),
+    ]
+    months = split_by_partition(WindowRange(utc(2023, 12, 15), utc(2024, 3, 1)), DAY)
+    assert [m.start for m in months] == [utc(2023, 12, 15), utc(2024, 1, 1), utc(2024, 2, 1)]
+
+
+def test_backfill_chunks_share_a_read_across_day_partitioned_timeframes():
+    chunks = plan_backfill(timeframes.resolve("all"), utc(2024, 1, 31, 10, 7), utc(2024, 2, 2))
+    day_chunks = [c for c in chunks if DAY not in c.timeframes]
+    month_chunks = [c for c in chunks if DAY in c.timeframes]
+    assert [c.read for c in day_chunks] == [
+        WindowRange(utc(2024, 1, 31, 10, 7), utc(2024, 2, 1)),
+        WindowRange(utc(2024, 2, 1), utc(2024, 2, 2)),
+    ]
+    first = dict((tf.name, rng) for tf, rng in day_chunks[0].targets)
+    assert first["1m"].start == utc(2024, 1, 31, 10, 7) and first["1h"].start == utc(2024, 1, 31, 11)
+    assert [c.targets[0][1] for c in month_chunks] == [
+        WindowRange(utc(2024, 2, 1), utc(2024, 2, 2)),  # the Jan 31 window starts before 10:07
+    ]
+    for chunk in chunks:  # every target lies inside the read range and is aligned to its timeframe
+        for tf, rng in chunk.targets:
+            assert chunk.read.start <= rng.start and rng.end <= chunk.read.end
+            assert floor(rng.start, tf) == rng.start and floor(rng.end, tf) == rng.end
