@@ -51,9 +51,8 @@ def _root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks and
 
 def _show(table: Table) -> None:
     """Print a table; off a terminal (a pipe, a log) Rich would squeeze it to 80 columns and cut values."""
-    if not console.is_terminal:
-        console.width = 200
-    console.print(table)
+    target = console if console.is_terminal else Console(highlight=False, width=200)
+    target.print(table)
 
 
 def _settings() -> Settings:

@@ -1,0 +1,15 @@
+"""The README's two commands stay true: CI runs the same test command the README shows."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_ci_runs_the_readme_test_command_verbatim():
+    readme = (ROOT / "README.md").read_text()
+    ci = (ROOT / ".ci" / "run").read_text()
+    command = "python3.11 -m venv .venv && .venv/bin/pip install -e '.[test]' && .venv/bin/python -m pytest"
+    assert command in readme and command in ci
+    assert "python3.11 -m venv .venv && .venv/bin/pip install -e . && .venv/bin/ohlcv demo" in readme
