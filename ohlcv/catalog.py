@@ -104,8 +104,8 @@ def ensure_tables(catalog: Catalog, namespace: str) -> list[tuple[str, bool]]:
 def _check_schema(table: Table, expected: Schema) -> None:
     actual = {f.name: (str(f.field_type), f.required) for f in table.schema().fields}
     wanted = {f.name: (str(f.field_type), f.required) for f in expected.fields}
-    missing = sorted(set(wanted) - set(actual))
-    differing = sorted(n for n in wanted.keys() & actual.keys() if wanted[n][0] != actual[n][0])
+    missing = [n for n in wanted if n not in actual]  # in schema order, as people read a schema
+    differing = [n for n in wanted if n in actual and wanted[n][0] != actual[n][0]]
     if missing or differing:
         detail = "; ".join(
             [f"missing columns {', '.join(missing)}"] * bool(missing)

@@ -136,3 +136,14 @@ def test_demo_runs_the_whole_pipeline(capsys, env, spark):
     for table in ("gold_ohlcv_1m", "gold_ohlcv_5m", "gold_ohlcv_30m", "gold_ohlcv_1h", "gold_ohlcv_1d"):
         assert table in out
     assert (env / "demo" / "chart.png").stat().st_size > 10_000
+
+
+def test_without_java_a_spark_command_says_what_to_install(tmp_path):
+    environment = {k: v for k, v in os.environ.items() if k != "JAVA_HOME"}
+    environment.update(PATH=str(tmp_path), OHLCV_WAREHOUSE=str(tmp_path / "wh"))
+    command = [sys.executable, "-m", "workflows.cli"]
+    subprocess.run([*command, "init"], check=True, capture_output=True, env=environment, timeout=120)
+    result = subprocess.run([*command, "run", "--timeframe", "1m"], capture_output=True, text=True, env=environment, timeout=120)
+    assert result.returncode == 1
+    assert "Java was not found" in result.stderr and "openjdk-17-jre-headless" in result.stderr
+    assert "Traceback" not in result.stderr

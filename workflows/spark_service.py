@@ -219,12 +219,13 @@ def _spark_error(exc: Exception) -> OhlcvError:
 def spark_service(settings: Settings):
     """A handle to the running Spark service, starting it on first use."""
     ray = import_ray()
+    if not settings.ray_address and not ray.is_initialized():
+        require_java()  # fail before paying for a local Ray start; remote nodes check their own Java
     ensure_ray(settings)
     try:
         return ray.get_actor(SERVICE_NAME, namespace=NAMESPACE)
     except ValueError:
         pass
-    require_java()
     resources = ray.cluster_resources()
     sizing = plan_sizing(settings, resources.get("CPU", 1), resources.get("memory", 4 * _GIB))
     app_name = f"{SERVICE_NAME}-{uuid.uuid4().hex[:8]}"

@@ -1,0 +1,74 @@
+"""Table creation (idempotent, exact partition specs), schema checks, Java detection, executor sizing."""
+
+from __future__ import annotations
+
+import pytest
+from pyiceberg.schema import Schema
+from pyiceberg.types import NestedField, StringType
+
+from ohlcv import schema as s
+from ohlcv.catalog import ensure_tables, load_table, open_catalog
+from ohlcv.errors import ConfigError, SchemaMismatch
+from ohlcv.settings import Settings
+from workflows.spark_service import plan_sizing, require_java
+
+GIB = 1024**3
+
+
+def test_init_creates_every_table_with_its_partitioning_and_is_idempotent(tmp_path):
+    settings = Settings(warehouse=str(tmp_path / "wh"))
+    catalog = open_catalog(settings)
+    first = ensure_tables(catalog, "market_data")
+    assert [name for name, created in first if created] == [
+        "gold_crypto_trades", "quarantine_trades", "gold_ohlcv_1m", "gold_ohlcv_5m", "gold_ohlcv_30m", "gold_ohlcv_1h", "gold_ohlcv_1d"]
+    assert not any(created for _, created in ensure_tables(catalog, "market_data"))
+
+    def partitioning(name):
+        table = load_table(catalog, "market_data", name)
+        return [(table.schema().find_field(f.source_id).name, str(f.transform)) for f in table.spec().fields]
+
+    assert partitioning("gold_crypto_trades") == [("timestamp", "day")]
+    assert partitioning("gold_ohlcv_1h") == [("window_start", "day")]
+    assert partitioning("gold_ohlcv_1d") == [("window_start", "month")]
+    candles = load_table(catalog, "market_data", "gold_ohlcv_5m").schema()
+    assert [f.name for f in candles.fields] == [
+        "symbol", "exchange", "window_start", "window_end", "window_date", "open_price", "high_price", "low_price",
+        "close_price", "volume", "trade_count", "vwap", "created_at", "updated_at"]
+    assert {candles.find_field(i).name for i in candles.identifier_field_ids} == {"exchange", "symbol", "window_start"}
+    assert str(candles.find_field("window_start").field_type) == "timestamptz"
+
+
+def test_a_foreign_table_under_our_name_is_reported(tmp_path):
+    catalog = open_catalog(Settings(warehouse=str(tmp_path / "wh")))
+    catalog.create_namespace("market_data")
+    catalog.create_table(("market_data", s.TRADES_TABLE), schema=Schema(NestedField(1, "exchange", StringType())))
+    with pytest.raises(SchemaMismatch, match="missing columns symbol, trade_id"):
+        ensure_tables(catalog, "market_data")
+
+
+def test_missing_java_says_what_to_install(monkeypatch, tmp_path):
+    monkeypatch.delenv("JAVA_HOME", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(ConfigError, match="Java was not found.*openjdk-17-jre-headless"):
+        require_java()
+
+
+def test_old_java_is_refused(monkeypatch, tmp_path):
+    fake = tmp_path / "bin" / "java"
+    fake.parent.mkdir()
+    fake.write_text('#!/bin/sh\necho \'openjdk version "1.8.0_392"\' >&2\n')
+    fake.chmod(0o755)
+    monkeypatch.setenv("JAVA_HOME", str(tmp_path))
+    with pytest.raises(ConfigError, match="found Java 8"):
+        require_java()
+
+
+def test_executors_are_sized_from_the_cluster():
+    two_cores = plan_sizing(Settings(), 2, 16 * GIB)
+    assert (two_cores.executors, two_cores.executor_cores, two_cores.executor_memory) == (1, 2, "2048m")
+    big = plan_sizing(Settings(), 16, 64 * GIB)
+    assert (big.executors, big.executor_cores, big.slots) == (4, 4, 16)
+    small_memory = plan_sizing(Settings(), 4, 2 * GIB)
+    assert small_memory.executor_memory == "1024m"
+    fixed = plan_sizing(Settings(spark_executors=3, spark_executor_cores=1, spark_executor_memory="3g"), 2, 16 * GIB)
+    assert (fixed.executors, fixed.executor_cores, fixed.executor_memory) == (3, 1, "3g")
