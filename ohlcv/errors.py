@@ -5,7 +5,8 @@
     │   ├── ConfigError        settings are wrong or a prerequisite (Java) is missing
     │   ├── InputError         a bad argument or a malformed input file
     │   ├── TableNotFound      the catalog lacks a table (run `ohlcv init`)
-    │   └── SchemaMismatch     a table's schema is not the one this code writes
+    │   ├── SchemaMismatch     a table's schema is not the one this code writes
+    │   └── RunFailed          a workflow run failed; it can be resumed once the cause is fixed
     └── TransientError         worth another try (same step, same inputs)
         ├── CommitConflict     another writer committed first
         └── ServiceUnavailable the Spark service or the cluster went away
@@ -20,6 +21,7 @@ __all__ = [
     "InputError",
     "TableNotFound",
     "SchemaMismatch",
+    "RunFailed",
     "TransientError",
     "CommitConflict",
     "ServiceUnavailable",
@@ -48,6 +50,10 @@ class TableNotFound(TerminalError):
 
 class SchemaMismatch(TerminalError):
     """A table exists but its schema is not the one this code writes."""
+
+
+class RunFailed(TerminalError):
+    """A workflow run failed; `ohlcv workflows resume ID` continues it once the cause is fixed."""
 
 
 class TransientError(OhlcvError):

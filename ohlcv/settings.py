@@ -36,6 +36,20 @@ ENVIRONMENT = {
     "spark_executor_memory": "OHLCV_SPARK_EXECUTOR_MEMORY",
     "spark_driver_memory": "OHLCV_SPARK_DRIVER_MEMORY",
     "read_mode": "OHLCV_READ_MODE",
+    "workflow_storage": "OHLCV_WORKFLOW_STORAGE",
+    "step_retries": "OHLCV_STEP_RETRIES",
+    "step_retry_delay": "OHLCV_STEP_RETRY_DELAY",
+    "step_timeout": "OHLCV_STEP_TIMEOUT",
+    "catchup": "OHLCV_CATCHUP",
+    "overlap": "OHLCV_OVERLAP",
+    "failpoint_dir": "OHLCV_FAILPOINT_DIR",
+}
+_INTEGERS = {"spark_executors": 1, "spark_executor_cores": 1, "step_retries": 0}
+_SECONDS = ("step_retry_delay", "step_timeout")
+_CHOICES = {
+    "read_mode": ("auto", "arrow", "native"),
+    "catchup": ("coalesce", "all", "skip"),
+    "overlap": ("skip", "wait"),
 }
 
 
@@ -55,6 +69,21 @@ class Settings:
     # "arrow" reads every file through pyiceberg's FileIO (any object store), "auto" picks
     # native when every planned file is local and has no delete files.
     read_mode: ReadMode = "auto"
+    # Ray Workflows storage of a local cluster; None: a `workflow-storage` folder beside the
+    # warehouse. A cluster started with `ray start --head --storage=...` brings its own.
+    workflow_storage: str | None = None
+    # Each workflow step: retried this many times on transient errors, this many seconds
+    # apart, each try cancelled after `step_timeout` seconds (the original platform's figures).
+    step_retries: int = 2
+    step_retry_delay: float = 60.0
+    step_timeout: float = 300.0
+    # Scheduler: what to do with ticks missed while it was down ("coalesce": only the newest
+    # of each timeframe, whose lookback covers the rest; "all"; "skip"), and with a tick that
+    # falls due while the previous tick of its timeframe still runs ("skip" or "wait").
+    catchup: Literal["coalesce", "all", "skip"] = "coalesce"
+    overlap: Literal["skip", "wait"] = "skip"
+    # Tests only: a folder where armed failpoints live (workflows/failpoints.py). None: inert.
+    failpoint_dir: str | None = None
 
     @property
     def warehouse_is_local(self) -> bool:
@@ -71,6 +100,15 @@ class Settings:
     @property
     def warehouse_uri(self) -> str:
         return self.warehouse_path.as_uri() if self.warehouse_is_local else self.warehouse
+
+    @property
+    def resolved_workflow_storage(self) -> str:
+        if self.workflow_storage:
+            scheme = urlsplit(self.workflow_storage).scheme
+            return self.workflow_storage if scheme and len(scheme) > 1 else Path(self.workflow_storage).resolve().as_uri()
+        if not self.warehouse_is_local:
+            raise ConfigError("set OHLCV_WORKFLOW_STORAGE: the warehouse is remote, so there is no folder beside it")
+        return (self.warehouse_path.parent / "workflow-storage").as_uri()
 
     @property
     def resolved_catalog_uri(self) -> str:
@@ -98,13 +136,21 @@ def mask_password(uri: str) -> str:
 def _coerce(name: str, raw: Any) -> Any:
     if raw is None or raw == "":
         return None
-    if name in ("spark_executors", "spark_executor_cores"):
+    if name in _INTEGERS:
         try:
             value = int(raw)
         except (TypeError, ValueError):
             raise ConfigError(f"{ENVIRONMENT[name]} must be a whole number, got {raw!r}") from None
-        if value < 1:
-            raise ConfigError(f"{ENVIRONMENT[name]} must be at least 1, got {value}")
+        if value < _INTEGERS[name]:
+            raise ConfigError(f"{ENVIRONMENT[name]} must be at least {_INTEGERS[name]}, got {value}")
+        return value
+    if name in _SECONDS:
+        try:
+            value = float(raw)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{ENVIRONMENT[name]} must be a number of seconds, got {raw!r}") from None
+        if value < 0:
+            raise ConfigError(f"{ENVIRONMENT[name]} must not be negative, got {value}")
         return value
     return str(raw)
 
@@ -115,8 +161,11 @@ def _validated(settings: Settings) -> Settings:
             f"OHLCV_NAMESPACE {settings.namespace!r} is not a valid name: use letters, digits and _, "
             "starting with a letter or _"
         )
-    if settings.read_mode not in ("auto", "arrow", "native"):
-        raise ConfigError(f"OHLCV_READ_MODE must be auto, arrow or native, got {settings.read_mode!r}")
+    for name, choices in _CHOICES.items():
+        if getattr(settings, name) not in choices:
+            raise ConfigError(f"{ENVIRONMENT[name]} must be {', '.join(choices[:-1])} or {choices[-1]}, got {getattr(settings, name)!r}")
+    if settings.step_timeout <= 0:
+        raise ConfigError("OHLCV_STEP_TIMEOUT must be more than 0 seconds")
     for name in ("spark_executor_memory", "spark_driver_memory"):
         value = getattr(settings, name)
         if value is not None and not _SIZE.match(value):

@@ -25,7 +25,7 @@ from rich.table import Table
 from ohlcv import timeframes
 from ohlcv.errors import InputError, OhlcvError
 from ohlcv.settings import Settings, from_environment
-from ohlcv.windows import EPOCH, WindowRange, plan_backfill, tick_chunks
+from ohlcv.windows import EPOCH, WindowRange, plan_backfill
 from workflows.clock import parse_time, utc_now
 
 __all__ = ["app", "main"]
@@ -150,12 +150,12 @@ def ingest(
 # ----------------------------------------------------------------------------------- run/backfill
 
 
-def _commit_table(outcomes) -> Table:
-    table = Table("timeframe", "range", "candles", "inserted", "updated", "unchanged", "snapshot")
-    for outcome in outcomes:
-        for (tf, rng), commit in zip(outcome.chunk.targets, outcome.commits):
+def _results_table(results: dict) -> Table:
+    table = Table("workflow", "table", "range", "candles", "inserted", "updated", "unchanged", "snapshot")
+    for workflow_id, commits in results.items():
+        for commit in commits:
             table.add_row(
-                tf.name, str(rng), f"{commit.inserted + commit.updated + commit.unchanged:,}",
+                workflow_id, commit.table, str(commit.range), f"{commit.inserted + commit.updated + commit.unchanged:,}",
                 f"{commit.inserted:,}", f"{commit.updated:,}", f"{commit.unchanged:,}",
                 str(commit.snapshot_id) if commit.snapshot_id else "no change",
             )
@@ -166,16 +166,32 @@ def _commit_table(outcomes) -> Table:
 def run(
     timeframe: str = typer.Option(..., "--timeframe", "-t", help="1m, 5m, 30m, 1h, 1d, a comma list, or all."),
     as_of: Optional[str] = typer.Option(None, "--as-of", help="The tick's time, ISO-8601 UTC [default: now]."),
+    rerun: bool = typer.Option(False, "--rerun", help="Recompute a tick that already ran (e.g. after late trades)."),
 ) -> None:
-    """One scheduled tick: recompute each timeframe's closed windows in its lookback."""
-    from workflows.pipeline import run_chunks
+    """One scheduled tick per timeframe, each a Ray workflow `ohlcv-<tf>-<as-of>`.
+
+    Running a tick that already succeeded returns its stored result; a failed one is resumed.
+    """
+    from workflows import runs
 
     tfs = timeframes.resolve(timeframe)
     tick = parse_time(as_of, "--as-of") if as_of else utc_now()
     settings = _settings()
     _require_tables(settings, tfs)
-    outcomes = run_chunks(settings, tick_chunks(tfs, tick), utc_now)
-    _show(_commit_table(outcomes))
+    results, failures = {}, []
+    for tf in tfs:  # one after another: a tick's lookback is small, and Spark is shared
+        workflow_id, ref = runs.start_tick(settings, tf, tick, rerun=rerun)
+        outcome = runs.wait_all([(workflow_id, ref)])[workflow_id]
+        if isinstance(outcome, OhlcvError):
+            failures.append(outcome)
+        else:
+            results[workflow_id] = outcome
+    if results:
+        _show(_results_table(results))
+    if failures:
+        for failure in failures[:-1]:
+            errors.print(f"[red]error:[/] {failure}", soft_wrap=True)
+        raise failures[-1]
 
 
 @app.command()
@@ -196,42 +212,38 @@ def backfill(
 
 
 def _backfill(settings: Settings, tfs, first: datetime, last: datetime):
-    from workflows.pipeline import run_chunks
+    from workflows import runs
 
     now = utc_now()
-    chunks = plan_backfill(tfs, first, last, closed_before=now)
-    if not chunks:
+    if not plan_backfill(tfs, first, last, closed_before=now):
         console.print("nothing to do: no closed window starts in that range")
         return []
-    skipped_open = last > now
     with Progress(
         TextColumn("[bold]backfill[/]"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
         TimeElapsedColumn(), console=console, transient=False,
     ) as progress:
-        task = progress.add_task("starting Spark", total=len(chunks))
+        task = progress.add_task("starting", total=None)
 
-        def advance(outcome) -> None:
-            names = ",".join(tf.name for tf in outcome.chunk.timeframes)
-            progress.update(task, advance=1, description=f"{names} {outcome.chunk.read}")
+        def advance(state) -> None:
+            progress.update(task, total=state.chunks, completed=state.committed, description=state.workflow_id)
 
-        outcomes = run_chunks(settings, chunks, utc_now, on_chunk=advance)
-    if skipped_open:
+        workflow_id, commits = runs.run_backfill(settings, tfs, first, last, now, on_progress=advance)
+    if last > now:
         console.print("windows that are still open were left for the scheduled runs")
-    return outcomes
+    return commits
 
 
-def _print_backfill_summary(outcomes) -> None:
-    per_tf: dict[str, Counter] = {}
-    for outcome in outcomes:
-        for (tf, _), commit in zip(outcome.chunk.targets, outcome.commits):
-            c = per_tf.setdefault(tf.name, Counter())
-            c.update(chunks=1, inserted=commit.inserted, updated=commit.updated, unchanged=commit.unchanged,
-                     deleted=commit.deleted, commits=1 if commit.snapshot_id else 0)
-    table = Table("timeframe", "chunks", "commits", "inserted", "updated", "unchanged", "deleted")
-    for name in (tf.name for tf in timeframes.TIMEFRAMES.values() if tf.name in per_tf):
-        c = per_tf[name]
+def _print_backfill_summary(commits) -> None:
+    per_table: dict[str, Counter] = {}
+    for commit in commits:
+        c = per_table.setdefault(commit.table, Counter())
+        c.update(chunks=1, inserted=commit.inserted, updated=commit.updated, unchanged=commit.unchanged,
+                 deleted=commit.deleted, commits=1 if commit.snapshot_id else 0)
+    table = Table("table", "chunks", "commits", "inserted", "updated", "unchanged", "deleted")
+    for name in (tf.table for tf in timeframes.TIMEFRAMES.values() if tf.table in per_table):
+        c = per_table[name]
         table.add_row(name, *(f"{c[k]:,}" for k in ("chunks", "commits", "inserted", "updated", "unchanged", "deleted")))
-    if per_tf:
+    if per_table:
         _show(table)
 
 

@@ -22,7 +22,7 @@ from ohlcv.windows import Chunk, WindowRange
 from workflows.runtime import call
 from workflows.spark_service import spark_service
 
-__all__ = ["Aggregated", "aggregate_chunk", "commit_chunk", "run_chunks", "ChunkOutcome", "candles_in"]
+__all__ = ["Aggregated", "aggregate_chunk", "cancel_request", "commit_chunk", "run_chunks", "ChunkOutcome", "candles_in"]
 
 log = logging.getLogger(__name__)
 
@@ -46,12 +46,21 @@ class ChunkOutcome:
     commit_seconds: float = 0.0
 
 
-def aggregate_chunk(settings: Settings, chunk: Chunk) -> Aggregated:
+def aggregate_chunk(settings: Settings, chunk: Chunk, request_id: str | None = None) -> Aggregated:
     """Candles of every timeframe of the chunk over its read range (one Spark pass)."""
     service = spark_service(settings)  # keep the handle in a variable: see DESIGN section 6
     names = [tf.name for tf in chunk.timeframes]
-    result = call(service.aggregate.remote(settings, names, chunk.read.start, chunk.read.end))
+    result = call(service.aggregate.remote(settings, names, chunk.read.start, chunk.read.end, request_id))
     return Aggregated(result["candles"], result["files"], result["bytes"], result["read_mode"], result["seconds"])
+
+
+def cancel_request(settings: Settings, request_id: str) -> None:
+    """Stop the Spark jobs of a request that timed out; quiet when the service is gone."""
+    try:
+        service = spark_service(settings)
+        call(service.cancel.remote(request_id), timeout=30)
+    except Exception:  # noqa: BLE001 - the try is being abandoned anyway
+        log.warning("could not cancel Spark request %s", request_id, exc_info=True)
 
 
 def candles_in(candles: pa.Table, rng: WindowRange) -> pa.Table:

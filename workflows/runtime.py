@@ -6,10 +6,10 @@ import logging
 import os
 import warnings
 
-from ohlcv.errors import ServiceUnavailable
+from ohlcv.errors import ConfigError, ServiceUnavailable
 from ohlcv.settings import Settings
 
-__all__ = ["NAMESPACE", "ensure_ray", "import_ray", "call"]
+__all__ = ["NAMESPACE", "ensure_ray", "import_ray", "import_workflow", "require_workflow_storage", "call"]
 
 log = logging.getLogger(__name__)
 
@@ -37,10 +37,36 @@ def ensure_ray(settings: Settings) -> None:
                 ray.init(address=settings.ray_address, **common)
             else:
                 os.environ.pop("RAY_ADDRESS", None)
-                ray.init(num_cpus=os.cpu_count(), include_dashboard=False, **common)
+                # Ray Workflows keeps its checkpoints in the cluster's storage; Ray 2.47 warns
+                # that this setting is deprecated, and 2.47 is pinned for Ray Workflows itself.
+                warnings.filterwarnings("ignore", message="Cluster-wide storage configuration is deprecated")
+                ray.init(
+                    num_cpus=os.cpu_count(), include_dashboard=False,
+                    storage=settings.resolved_workflow_storage, **common,
+                )
         except ConnectionError as exc:
             raise ServiceUnavailable(f"cannot reach the Ray cluster at {settings.ray_address}: {exc}") from None
     log.info("connected to Ray (%s)", settings.ray_address or "local")
+
+
+def import_workflow():
+    """`ray.workflow`, without its one deprecation warning (ray 2.47 is pinned for it)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The experimental Ray Workflows library is deprecated")
+        from ray import workflow
+    return workflow
+
+
+def require_workflow_storage(settings: Settings) -> None:
+    """A cluster without workflow storage cannot run workflows: say how to start one that can."""
+    from ray._private import storage
+
+    if storage._get_storage_uri() is None:
+        where = settings.ray_address or "this process"
+        raise ConfigError(
+            f"the Ray cluster at {where} has no workflow storage: start its head with "
+            "`ray start --head --storage=file:///path/to/workflow-storage` (a folder every node can reach)"
+        )
 
 
 def call(ref, timeout: float | None = None):

@@ -170,8 +170,13 @@ class SparkService:
             self._catalogs[key] = open_catalog(settings)
         return self._catalogs[key]
 
-    def aggregate(self, settings: Settings, timeframes: list[str], start: datetime, end: datetime) -> dict:
-        """Candles of `timeframes` for trades in `[start, end)`, from one read of the trades."""
+    def aggregate(
+        self, settings: Settings, timeframes: list[str], start: datetime, end: datetime, request_id: str | None = None
+    ) -> dict:
+        """Candles of `timeframes` for trades in `[start, end)`, from one read of the trades.
+
+        The Spark jobs run in a job group named `request_id`, so `cancel(request_id)` stops them.
+        """
         from ohlcv import aggregate, timeframes as tfs
         from ohlcv.catalog import load_trades
         from ohlcv.store import read_trades
@@ -181,6 +186,8 @@ class SparkService:
         started = time.monotonic()
         chosen = [tfs.get(name) for name in timeframes]
         rng = WindowRange(start, end)
+        request_id = request_id or uuid.uuid4().hex
+        self.spark.sparkContext.setJobGroup(request_id, f"ohlcv {','.join(timeframes)} {rng}", interruptOnCancel=True)
         try:
             table = load_trades(self._catalog(settings), settings.namespace)
             trades, plan = read_trades(self.spark, table, rng, settings.read_mode, self.sizing.slots)
@@ -200,6 +207,11 @@ class SparkService:
             "read_mode": plan.mode,
             "seconds": time.monotonic() - started,
         }
+
+    def cancel(self, request_id: str) -> None:
+        """Stop the Spark jobs of a request (a timed-out step), leaving the session up."""
+        self.spark.sparkContext.cancelJobGroup(request_id)
+        log.warning("cancelled the Spark jobs of %s", request_id)
 
     def stop(self) -> None:
         import raydp

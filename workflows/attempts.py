@@ -1,0 +1,135 @@
+"""Run one workflow step's work with the platform's retry policy: tries, delay, timeout.
+
+Each try runs in a child Ray task, so that a try past its timeout can really be stopped: the
+child is force-cancelled (its worker killed), and an `on_timeout` hook can stop work the child
+started elsewhere (the Spark job it asked the Spark service for). Retry decisions follow the
+error's type: TerminalError fails the step at once, TransientError and lost workers are tried
+again after `delay` seconds, up to `retries` more times. Ray's own `max_retries` still covers
+the step's own worker dying: the step then starts over, journal and all.
+
+Ray's retries cannot wait between tries, and the original platform waited 60 s, hence this.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from ohlcv.errors import OhlcvError, TerminalError, TransientError
+from ohlcv.settings import Settings
+from workflows import journal, metrics
+
+__all__ = ["StepPolicy", "StepContext", "run_step"]
+
+log = logging.getLogger(__name__)
+
+# Errors from outside the platform that another try can cure; any other unexpected error is
+# taken for a bug, which retrying only repeats.
+_TRANSIENT_BUILTINS = (OSError, ConnectionError, TimeoutError)
+
+
+@dataclass(frozen=True)
+class StepPolicy:
+    retries: int
+    delay: float
+    timeout: float
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "StepPolicy":
+        return cls(settings.step_retries, settings.step_retry_delay, settings.step_timeout)
+
+
+@dataclass(frozen=True)
+class StepContext:
+    workflow_id: str
+    task_id: str
+    step: str  # plan, aggregate, validate, commit, summarize
+    timeframe: str  # the timeframe, or a comma list for a multi-timeframe chunk
+
+
+def _run_in_child(workflow_id: str, task_id: str, fn: Callable[..., Any], args: tuple) -> Any:
+    from workflows import logs
+
+    logs.bind(workflow_id, task_id)
+    return fn(*args)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat()
+
+
+def _classify(exc: BaseException) -> tuple[str, BaseException]:
+    """(outcome, the error people should see) for an exception from a child try."""
+    import ray
+
+    if isinstance(exc, ray.exceptions.RayTaskError):
+        cause = getattr(exc, "cause", None)
+        if cause is not None and not isinstance(cause, ray.exceptions.RayError):
+            exc = cause
+    if isinstance(exc, TerminalError):
+        return "terminal", exc
+    if isinstance(exc, TransientError):
+        return "transient", exc
+    if isinstance(exc, ray.exceptions.RayError):  # a worker or actor died, an object was lost
+        return "transient", TransientError(f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:300]}")
+    if isinstance(exc, _TRANSIENT_BUILTINS):
+        return "transient", TransientError(f"{type(exc).__name__}: {exc}")
+    return "terminal", TerminalError(f"unexpected {type(exc).__name__}: {exc}")
+
+
+def run_step(
+    ctx: StepContext,
+    policy: StepPolicy,
+    fn: Callable[..., Any],
+    args: tuple,
+    *,
+    on_timeout: Callable[[], None] | None = None,
+    summarize: Callable[[Any], dict] | None = None,
+) -> Any:
+    """`fn(*args)` under the retry policy; returns its result or raises the step's final error."""
+    import ray
+
+    child = ray.remote(_run_in_child).options(num_cpus=0, max_retries=0, name=f"{ctx.task_id}-try")
+    attempts: list[dict] = []
+    entry = {"task_id": ctx.task_id, "step": ctx.step, "timeframe": ctx.timeframe, "status": "RUNNING", "attempts": attempts}
+    for number in range(1, policy.retries + 2):
+        started = time.monotonic()
+        attempt = {"attempt": number, "started": _now()}
+        attempts.append(attempt)
+        journal.record(ctx.workflow_id, ctx.task_id, entry)
+        ref = child.remote(ctx.workflow_id, ctx.task_id, fn, args)
+        try:
+            result = ray.get(ref, timeout=policy.timeout)
+        except ray.exceptions.GetTimeoutError:
+            ray.cancel(ref, force=True)
+            if on_timeout is not None:
+                on_timeout()
+            outcome, error = "timeout", TransientError(f"{ctx.step} timed out after {policy.timeout:g}s and was cancelled")
+        except Exception as exc:  # noqa: BLE001 - every failure is classified below
+            outcome, error = _classify(exc)
+        else:
+            seconds = time.monotonic() - started
+            attempt.update(ended=_now(), seconds=round(seconds, 3), outcome="ok")
+            entry.update(status="SUCCESSFUL", summary=summarize(result) if summarize else None)
+            journal.record(ctx.workflow_id, ctx.task_id, entry)
+            metrics.step_finished(ctx.timeframe, ctx.step, seconds)
+            return result
+
+        attempt.update(ended=_now(), seconds=round(time.monotonic() - started, 3), outcome=outcome, error=str(error))
+        last = number == policy.retries + 1
+        if outcome == "terminal" or last:
+            entry.update(status="FAILED", error=str(error))
+            journal.record(ctx.workflow_id, ctx.task_id, entry)
+            metrics.run_finished(ctx.timeframe, "failed")
+            log.error("%s failed (%s after %d tries): %s", ctx.task_id, outcome, number, error)
+            if outcome != "terminal" and number > 1:
+                raise TransientError(f"{ctx.step} failed {number} times; last: {error}") from None
+            raise error if isinstance(error, OhlcvError) else TerminalError(str(error))
+        log.warning("%s try %d failed (%s), retrying in %gs: %s", ctx.task_id, number, outcome, policy.delay, error)
+        journal.record(ctx.workflow_id, ctx.task_id, entry)
+        time.sleep(policy.delay)
+    raise AssertionError("unreachable")

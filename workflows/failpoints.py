@@ -1,0 +1,65 @@
+"""Failpoints: named places in the steps where a test can inject a failure or a pause.
+
+Inert unless armed: `hit` returns at once when `settings.failpoint_dir` is None (the default),
+and otherwise only acts on a failpoint whose file exists in that folder. A test arms one with
+`arm(folder, name, action, times=...)`; each hit uses up one of its `times`.
+
+Actions: "terminal" raises a TerminalError, "transient" a TransientError, "sleep" writes the
+process id to `<name>.pid` and sleeps `seconds` (long enough for a test to kill the process).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import time
+from pathlib import Path
+
+from ohlcv.errors import TerminalError, TransientError
+from ohlcv.settings import Settings
+
+__all__ = ["arm", "hit", "pid_file"]
+
+
+def arm(folder: str | os.PathLike[str], name: str, action: str, times: int = 1, seconds: float = 60.0) -> None:
+    if action not in ("terminal", "transient", "sleep"):
+        raise ValueError(f"unknown failpoint action {action!r}")
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    (Path(folder) / name).write_text(json.dumps({"action": action, "times": times, "seconds": seconds}))
+
+
+def pid_file(folder: str | os.PathLike[str], name: str) -> Path:
+    return Path(folder) / f"{name}.pid"
+
+
+def _take(path: Path) -> dict | None:
+    """Use up one hit of an armed failpoint; None when it is not (or no longer) armed."""
+    try:
+        handle = open(path, "r+")
+    except FileNotFoundError:
+        return None
+    with handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        spec = json.loads(handle.read() or "{}")
+        if spec.get("times", 0) <= 0:
+            return None
+        spec["times"] -= 1
+        handle.seek(0)
+        handle.truncate()
+        handle.write(json.dumps(spec))
+    return spec
+
+
+def hit(settings: Settings, name: str) -> None:
+    if settings.failpoint_dir is None:
+        return
+    spec = _take(Path(settings.failpoint_dir) / name)
+    if spec is None:
+        return
+    if spec["action"] == "terminal":
+        raise TerminalError(f"failpoint {name} (terminal)")
+    if spec["action"] == "transient":
+        raise TransientError(f"failpoint {name} (transient)")
+    pid_file(settings.failpoint_dir, name).write_text(str(os.getpid()))
+    time.sleep(spec["seconds"])

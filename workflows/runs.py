@@ -1,0 +1,234 @@
+"""Workflow runs: one durable Ray workflow per scheduled tick, one per backfill invocation.
+
+A tick of timeframe TF at as-of T is the workflow `ohlcv-<tf>-<T:%Y%m%dT%H%MZ>`: running the
+same tick again returns its stored result, and a half-finished tick is resumed, not redone.
+A backfill is ONE workflow per invocation, a chain of aggregate -> validate -> commit per chunk,
+in time order: one id to watch and resume, resume skips the chunks already committed, and only
+one chunk's candles are in flight at a time. Its id carries the invocation time, because running
+a backfill again (after late trades) must recompute, not return the stored result.
+
+Both DAGs are built from the timeframe table and the planner: no per-timeframe code.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from ohlcv.errors import InputError, RunFailed
+from ohlcv.settings import Settings
+from ohlcv.store import CommitResult
+from ohlcv.timeframes import TIMEFRAMES, Timeframe
+from ohlcv.windows import Chunk, as_utc, plan_backfill, tick_chunks
+from workflows import journal
+from workflows.runtime import ensure_ray, import_ray, import_workflow, require_workflow_storage
+
+__all__ = [
+    "tick_workflow_id",
+    "parse_tick_id",
+    "backfill_workflow_id",
+    "tick_dag",
+    "backfill_dag",
+    "start_tick",
+    "run_tick",
+    "run_backfill",
+    "resume",
+    "failure_of",
+    "connect",
+]
+
+log = logging.getLogger(__name__)
+
+_TICK_ID = re.compile(r"^ohlcv-(?P<tf>[0-9a-z]+)-(?P<at>\d{8}T\d{4}Z)$")
+
+
+def connect(settings: Settings):
+    """Ray up (local, with workflow storage, or the cluster's) and `ray.workflow` ready."""
+    ensure_ray(settings)
+    require_workflow_storage(settings)
+    return import_workflow()
+
+
+def tick_workflow_id(tf: Timeframe, as_of: datetime) -> str:
+    return f"ohlcv-{tf.name}-{as_utc(as_of):%Y%m%dT%H%MZ}"
+
+
+def parse_tick_id(workflow_id: str) -> tuple[Timeframe, datetime] | None:
+    match = _TICK_ID.match(workflow_id)
+    if not match or match["tf"] not in TIMEFRAMES:
+        return None
+    at = datetime.strptime(match["at"], "%Y%m%dT%H%MZ").replace(tzinfo=timezone.utc)
+    return TIMEFRAMES[match["tf"]], at
+
+
+def backfill_workflow_id(tfs: list[Timeframe], start: datetime, end: datetime, invoked: datetime) -> str:
+    names = "all" if len(tfs) == len(TIMEFRAMES) else "+".join(tf.name for tf in tfs)
+    return f"ohlcv-backfill-{names}-{as_utc(start):%Y%m%dT%H%MZ}-{as_utc(end):%Y%m%dT%H%MZ}-at-{as_utc(invoked):%Y%m%dT%H%M%SZ}"
+
+
+def _options(settings: Settings, task_id: str) -> dict:
+    """Ray options of a step: no CPU, Ray retries for a dead worker, our own for errors."""
+    workflow = import_workflow()
+    ray = import_ray()
+    options = dict(
+        num_cpus=0,
+        max_retries=max(1, settings.step_retries),  # the step's own worker dying (SIGKILL, OOM)
+        retry_exceptions=False,  # errors are retried by workflows/attempts.py, with its delay
+        **workflow.options(task_id=task_id, checkpoint=True),
+    )
+    # Steps run under the workflow management actor, not the submitting job: hand them the
+    # job's runtime_env (a `ray job submit --working-dir` upload) explicitly.
+    runtime_env = ray.get_runtime_context().runtime_env
+    if runtime_env:
+        options["runtime_env"] = dict(runtime_env)
+    return options
+
+
+def tick_dag(settings: Settings, tf: Timeframe, as_of: datetime):
+    from workflows.steps import aggregate_step, commit_step, plan_step, validate_step
+
+    [chunk] = tick_chunks([tf], as_of)
+    plan = plan_step.options(**_options(settings, "plan")).bind(settings, [chunk])
+    candles = aggregate_step.options(**_options(settings, "aggregate")).bind(settings, chunk, plan)
+    audit = validate_step.options(**_options(settings, "validate")).bind(settings, chunk, candles)
+    return commit_step.options(**_options(settings, "commit")).bind(settings, chunk, candles, audit)
+
+
+def backfill_dag(settings: Settings, chunks: list[Chunk]):
+    from workflows.steps import aggregate_step, commit_step, plan_step, summarize_step, validate_step
+
+    previous = plan_step.options(**_options(settings, "plan")).bind(settings, chunks)
+    commits = []
+    for index, chunk in enumerate(chunks):
+        suffix = f"{index:04d}"
+        candles = aggregate_step.options(**_options(settings, f"aggregate-{suffix}")).bind(settings, chunk, previous)
+        audit = validate_step.options(**_options(settings, f"validate-{suffix}")).bind(settings, chunk, candles)
+        previous = commit_step.options(**_options(settings, f"commit-{suffix}")).bind(settings, chunk, candles, audit, False)
+        commits.append(previous)
+    return summarize_step.options(**_options(settings, "summarize")).bind(settings, chunks, *commits)
+
+
+def _minute(ts: datetime) -> datetime:
+    return as_utc(ts).replace(second=0, microsecond=0)
+
+
+def start_tick(settings: Settings, tf: Timeframe, as_of: datetime, rerun: bool = False):
+    """Start (or resume, or fetch the stored result of) a tick; returns (workflow_id, ObjectRef)."""
+    workflow = connect(settings)
+    as_of = _minute(as_of)  # the id has minute precision, so the tick it names does too
+    workflow_id = tick_workflow_id(tf, as_of)
+    if rerun:
+        _forget(workflow, workflow_id)
+    metadata = {"kind": "tick", "timeframe": tf.name, "as_of": as_of.isoformat(), "namespace": settings.namespace}
+    ref = workflow.run_async(tick_dag(settings, tf, as_of), workflow_id=workflow_id, metadata=metadata)
+    return workflow_id, ref
+
+
+def _forget(workflow, workflow_id: str) -> None:
+    try:
+        status = workflow.get_status(workflow_id)
+    except ValueError:
+        return
+    if status.name == "RUNNING":
+        raise InputError(f"{workflow_id} is running: wait for it, or `ohlcv workflows cancel {workflow_id}` first")
+    workflow.delete(workflow_id)
+    journal.delete_workflow(workflow_id)
+
+
+def wait(workflow_id: str, ref) -> list[CommitResult]:
+    """The result of a started workflow, or RunFailed naming the failed step and its error."""
+    ray = import_ray()
+    try:
+        return ray.get(ref)
+    except Exception as exc:  # noqa: BLE001 - turned into one line that names the step
+        raise RunFailed(failure_of(workflow_id, exc)) from None
+
+
+def failure_of(workflow_id: str, exc: BaseException | None = None) -> str:
+    """One line: which step of a workflow failed, with what error, and how to resume it."""
+    failed = [(task, entry) for task, entry in journal.read_workflow(workflow_id).items() if entry.get("status") == "FAILED"]
+    if failed:
+        task, entry = failed[-1]
+        reason = f"step {task} failed: {entry.get('error')}"
+    elif exc is not None:
+        lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+        reason = lines[-1][:400] if lines else type(exc).__name__
+    else:
+        reason = "failed (no step recorded an error)"
+    return f"{workflow_id}: {reason} (after fixing the cause: ohlcv workflows resume {workflow_id})"
+
+
+def run_tick(settings: Settings, tf: Timeframe, as_of: datetime, rerun: bool = False) -> tuple[str, list[CommitResult]]:
+    workflow_id, ref = start_tick(settings, tf, as_of, rerun)
+    return workflow_id, wait(workflow_id, ref)
+
+
+@dataclass
+class BackfillProgress:
+    workflow_id: str
+    chunks: int
+    committed: int
+
+
+def run_backfill(
+    settings: Settings,
+    tfs: list[Timeframe],
+    start: datetime,
+    end: datetime,
+    now: datetime,
+    on_progress: Callable[[BackfillProgress], None] | None = None,
+    poll_seconds: float = 1.0,
+) -> tuple[str, list[CommitResult]]:
+    """Run a backfill as one workflow, reporting committed chunks while it runs."""
+    chunks = plan_backfill(tfs, start, end, closed_before=now)
+    if not chunks:
+        return "", []
+    workflow = connect(settings)
+    ray = import_ray()
+    workflow_id = backfill_workflow_id(tfs, start, end, now)
+    metadata = {"kind": "backfill", "timeframes": [tf.name for tf in tfs], "start": as_utc(start).isoformat(),
+                "end": as_utc(end).isoformat(), "chunks": len(chunks), "namespace": settings.namespace}
+    ref = workflow.run_async(backfill_dag(settings, chunks), workflow_id=workflow_id, metadata=metadata)
+    return workflow_id, _follow(workflow_id, ref, len(chunks), on_progress, poll_seconds, ray)
+
+
+def _follow(workflow_id, ref, chunks, on_progress, poll_seconds, ray) -> list[CommitResult]:
+    reported = -1
+    while True:
+        ready, _ = ray.wait([ref], timeout=poll_seconds)
+        if on_progress is not None:
+            entries = journal.read_workflow(workflow_id)
+            committed = sum(1 for task, e in entries.items() if task.startswith("commit-") and e.get("status") == "SUCCESSFUL")
+            if committed != reported:
+                on_progress(BackfillProgress(workflow_id, chunks, committed))
+                reported = committed
+        if ready:
+            return wait(workflow_id, ref)
+
+
+def resume(settings: Settings, workflow_id: str, on_progress=None) -> list[CommitResult]:
+    """Continue a failed or interrupted workflow: only its unfinished steps run."""
+    workflow = connect(settings)
+    try:
+        status = workflow.get_status(workflow_id)
+    except ValueError:
+        raise InputError(f"no workflow {workflow_id!r}: see `ohlcv workflows list`") from None
+    if status.name == "SUCCESSFUL":
+        return workflow.get_output(workflow_id)
+    ref = workflow.resume_async(workflow_id)
+    chunks = workflow.get_metadata(workflow_id).get("user_metadata", {}).get("chunks", 1)
+    return _follow(workflow_id, ref, chunks, on_progress, 1.0, import_ray())
+
+
+def wait_all(started: list[tuple[str, object]]) -> dict[str, list[CommitResult] | RunFailed]:
+    """Wait for several started workflows; failures are returned, not raised."""
+    results: dict[str, list[CommitResult] | RunFailed] = {}
+    for workflow_id, ref in started:
+        try:
+            results[workflow_id] = wait(workflow_id, ref)
+        except RunFailed as failure:
+            results[workflow_id] = failure
+    return results
