@@ -94,11 +94,14 @@ def run_step(
     import ray
 
     child = ray.remote(_run_in_child).options(num_cpus=0, max_retries=0, name=f"{ctx.task_id}-try")
-    attempts: list[dict] = []
+    # A resumed step keeps the tries of earlier runs in its journal; its retry budget is new.
+    earlier = (journal.read_step(ctx.workflow_id, ctx.task_id) or {}).get("attempts", [])
+    attempts: list[dict] = list(earlier)
     entry = {"task_id": ctx.task_id, "step": ctx.step, "timeframe": ctx.timeframe, "status": "RUNNING", "attempts": attempts}
+    entry.pop("error", None)
     for number in range(1, policy.retries + 2):
         started = time.monotonic()
-        attempt = {"attempt": number, "started": _now()}
+        attempt = {"attempt": len(earlier) + number, "started": _now()}
         attempts.append(attempt)
         journal.record(ctx.workflow_id, ctx.task_id, entry)
         ref = child.remote(ctx.workflow_id, ctx.task_id, fn, args)

@@ -18,7 +18,6 @@ from typing import Optional
 import click
 import typer
 import typer.exceptions
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -27,12 +26,11 @@ from ohlcv.errors import InputError, OhlcvError
 from ohlcv.settings import Settings, from_environment
 from ohlcv.windows import EPOCH, WindowRange, plan_backfill
 from workflows.clock import parse_time, utc_now
+from workflows.console import console, errors, show
 
 __all__ = ["app", "main"]
 
 log = logging.getLogger("ohlcv")
-console = Console(highlight=False)
-errors = Console(stderr=True, highlight=False)
 
 app = typer.Typer(
     name="ohlcv",
@@ -44,15 +42,17 @@ app = typer.Typer(
 )
 
 
+def _register_operations() -> None:
+    from workflows import cli_ops
+
+    app.add_typer(cli_ops.workflows_app, name="workflows")
+    app.command()(cli_ops.schedule)
+    app.command()(cli_ops.status)
+
+
 @app.callback()
 def _root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks and diagnostic logs.")) -> None:
     """OHLCV candles from crypto trades in Iceberg, computed by Spark on Ray."""
-
-
-def _show(table: Table) -> None:
-    """Print a table; off a terminal (a pipe, a log) Rich would squeeze it to 80 columns and cut values."""
-    target = console if console.is_terminal else Console(highlight=False, width=200)
-    target.print(table)
 
 
 def _settings() -> Settings:
@@ -187,7 +187,7 @@ def run(
         else:
             results[workflow_id] = outcome
     if results:
-        _show(_results_table(results))
+        show(_results_table(results))
     if failures:
         for failure in failures[:-1]:
             errors.print(f"[red]error:[/] {failure}", soft_wrap=True)
@@ -222,15 +222,22 @@ def _backfill(settings: Settings, tfs, first: datetime, last: datetime):
         TextColumn("[bold]backfill[/]"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
         TimeElapsedColumn(), console=console, transient=False,
     ) as progress:
-        task = progress.add_task("starting", total=None)
+        task = progress.add_task("starting Spark", total=None)
 
         def advance(state) -> None:
-            progress.update(task, total=state.chunks, completed=state.committed, description=state.workflow_id)
+            if progress.tasks[0].total is None:
+                progress.console.print(f"workflow {state.workflow_id}")
+            progress.update(task, total=state.chunks, completed=state.committed, description="chunks committed")
 
         workflow_id, commits = runs.run_backfill(settings, tfs, first, last, now, on_progress=advance)
     if last > now:
         console.print("windows that are still open were left for the scheduled runs")
     return commits
+
+
+def print_commits(commits) -> None:
+    """Per table: chunks, commits and candle counts of a run's commit results."""
+    _print_backfill_summary(commits)
 
 
 def _print_backfill_summary(commits) -> None:
@@ -244,7 +251,7 @@ def _print_backfill_summary(commits) -> None:
         c = per_table[name]
         table.add_row(name, *(f"{c[k]:,}" for k in ("chunks", "commits", "inserted", "updated", "unchanged", "deleted")))
     if per_table:
-        _show(table)
+        show(table)
 
 
 # ------------------------------------------------------------------------------------- candles
@@ -305,7 +312,7 @@ def _print_candles(result, output: str) -> None:
             f"{row.high_price:,.6g}", f"{row.low_price:,.6g}", f"{row.close_price:,.6g}",
             f"{row.volume:,.4f}", f"{row.trade_count:,}", f"{row.vwap:,.6g}",
         )
-    _show(table)
+    show(table)
 
 
 # ---------------------------------------------------------------------------------------- demo
@@ -364,7 +371,7 @@ def demo(
     summary = Table("table", "candles for the day")
     for tf in timeframes.TIMEFRAMES.values():
         summary.add_row(tf.table, f"{read_candles(load_candles(catalog, settings.namespace, tf), rng).num_rows:,}")
-    _show(summary)
+    show(summary)
     hourly = read_candles(load_candles(catalog, settings.namespace, timeframes.get("1h")), rng, symbol, exchange)
     console.print(f"first 1h candles of {symbol} on {exchange}:")
     _print_candles(hourly.slice(0, 5), "table")
@@ -376,6 +383,9 @@ def demo(
     console.rule("[bold]done")
     console.print("  ".join(f"{name} {seconds:.1f}s" for name, seconds in timings.items()))
     console.print(f"try: ohlcv candles --symbol {symbol} --exchange {exchange} --timeframe 1h --start {day:%Y-%m-%d}")
+
+
+_register_operations()
 
 
 # ---------------------------------------------------------------------------------------- main

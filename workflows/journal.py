@@ -12,7 +12,7 @@ import json
 import logging
 from typing import Any
 
-__all__ = ["record", "read_workflow", "delete_workflow"]
+__all__ = ["record", "read_step", "read_workflow", "delete_workflow"]
 
 log = logging.getLogger(__name__)
 ROOT = "ohlcv/runs"
@@ -31,6 +31,14 @@ def record(workflow_id: str, task_id: str, entry: dict[str, Any]) -> None:
         _client().put(f"{workflow_id}/{task_id}.json", json.dumps(entry, default=str).encode())
     except Exception:  # noqa: BLE001 - the journal must never fail the run it describes
         log.warning("could not write the journal of %s/%s", workflow_id, task_id, exc_info=True)
+
+
+def read_step(workflow_id: str, task_id: str) -> dict | None:
+    """The journal entry of one step, or None (never written, or unreadable)."""
+    try:
+        return json.loads(_client().get(f"{workflow_id}/{task_id}.json"))
+    except Exception:  # noqa: BLE001 - a missing journal only loses history, not the run
+        return None
 
 
 def read_workflow(workflow_id: str) -> dict[str, dict]:

@@ -1,0 +1,208 @@
+"""Operations commands: `ohlcv workflows ...`, `ohlcv schedule`, `ohlcv status`."""
+
+from __future__ import annotations
+
+import signal
+import time
+from datetime import datetime, timezone
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from ohlcv import timeframes
+from ohlcv.errors import InputError, RunFailed
+from ohlcv.settings import from_environment
+from ohlcv.windows import tick_range
+from workflows.clock import parse_time, utc_now
+from workflows.console import console, errors, show
+
+__all__ = ["workflows_app", "schedule", "status"]
+
+workflows_app = typer.Typer(help="List, inspect, resume and cancel workflow runs.", no_args_is_help=True)
+
+STATUSES = ("RUNNING", "SUCCESSFUL", "FAILED", "RESUMABLE", "CANCELED", "PENDING")
+
+
+def _when(seconds: float | None) -> str:
+    if not seconds:
+        return ""
+    return datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _connect():
+    from workflows import runs
+
+    return runs.connect(from_environment())
+
+
+@workflows_app.command("list")
+def list_runs(
+    status_filter: Optional[str] = typer.Option(None, "--status", help=f"Only this status: {', '.join(STATUSES)}."),
+    limit: int = typer.Option(50, "--limit", help="Show the newest N."),
+) -> None:
+    """Workflow runs in storage, newest first."""
+    if status_filter is not None and status_filter.upper() not in STATUSES:
+        raise InputError(f"--status {status_filter!r}: choose one of {', '.join(STATUSES)}")
+    workflow = _connect()
+    rows = []
+    for workflow_id, state in workflow.list_all(status_filter.upper() if status_filter else None):
+        meta = workflow.get_metadata(workflow_id)
+        stats = meta.get("stats", {})
+        rows.append((stats.get("start_time") or 0, workflow_id, state.name, meta.get("user_metadata", {}), stats))
+    rows.sort(key=lambda r: r[0], reverse=True)
+    table = Table("workflow", "status", "kind", "started (UTC)", "ended (UTC)")
+    for _, workflow_id, state, user, stats in rows[:limit]:
+        table.add_row(workflow_id, state, user.get("kind", ""), _when(stats.get("start_time")), _when(stats.get("end_time")))
+    show(table)
+    if len(rows) > limit:
+        console.print(f"{len(rows) - limit} older run(s) not shown (--limit)")
+
+
+@workflows_app.command("show")
+def show_run(workflow_id: str = typer.Argument(..., help="A workflow id from `ohlcv workflows list`.")) -> None:
+    """One run: its steps, their status, tries, timings and outputs' summaries or errors."""
+    from workflows import journal
+
+    workflow = _connect()
+    try:
+        meta = workflow.get_metadata(workflow_id)
+    except ValueError:
+        raise InputError(f"no workflow {workflow_id!r}: see `ohlcv workflows list`") from None
+    stats = meta.get("stats", {})
+    console.print(f"[bold]{workflow_id}[/]  {workflow.get_status(workflow_id).name}")
+    console.print(f"started {_when(stats.get('start_time'))}  ended {_when(stats.get('end_time'))}")
+    for key, value in meta.get("user_metadata", {}).items():
+        console.print(f"  {key}: {value}")
+    entries = journal.read_workflow(workflow_id)
+    table = Table("step", "status", "tries", "seconds", "output / error")
+    for task_id, entry in sorted(entries.items(), key=lambda item: item[1].get("attempts", [{}])[0].get("started", "")):
+        attempts = entry.get("attempts", [])
+        seconds = sum(a.get("seconds", 0) for a in attempts)
+        detail = entry.get("error") or entry.get("summary") or ""
+        retried = [f"try {a['attempt']}: {a['outcome']}: {a.get('error', '')}" for a in attempts if a.get("outcome") not in (None, "ok")]
+        if retried and entry.get("status") == "SUCCESSFUL":
+            detail = f"{detail}  (earlier: {'; '.join(retried)})"
+        table.add_row(task_id, entry.get("status", ""), str(len(attempts)), f"{seconds:.2f}", str(detail))
+    show(table)
+
+
+@workflows_app.command("resume")
+def resume_run(workflow_id: str = typer.Argument(..., help="The workflow to continue.")) -> None:
+    """Continue a failed or interrupted run: only its unfinished steps run again."""
+    from workflows import runs
+    from workflows.cli import print_commits
+
+    commits = runs.resume(from_environment(), workflow_id)
+    console.print(f"{workflow_id} SUCCESSFUL")
+    print_commits(commits)
+
+
+@workflows_app.command("resume-all")
+def resume_all(
+    include_failed: bool = typer.Option(True, "--include-failed/--interrupted-only", help="Also resume FAILED runs."),
+) -> None:
+    """Resume every interrupted run (and, by default, every failed one)."""
+    from workflows import runs
+
+    workflow = _connect()
+    started = workflow.resume_all(include_failed=include_failed)
+    if not started:
+        console.print("nothing to resume")
+        return
+    results = runs.wait_all(list(started))
+    failed = [outcome for outcome in results.values() if isinstance(outcome, RunFailed)]
+    for workflow_id, outcome in results.items():
+        console.print(f"{workflow_id}: {'FAILED: ' + str(outcome) if isinstance(outcome, RunFailed) else 'SUCCESSFUL'}")
+    if failed:
+        raise RunFailed(f"{len(failed)} of {len(results)} resumed run(s) failed again")
+
+
+@workflows_app.command("cancel")
+def cancel_run(workflow_id: str = typer.Argument(..., help="The workflow to cancel.")) -> None:
+    """Cancel a run; its committed chunks stay, the rest never runs (resume is not possible)."""
+    workflow = _connect()
+    try:
+        workflow.get_status(workflow_id)
+    except ValueError:
+        raise InputError(f"no workflow {workflow_id!r}: see `ohlcv workflows list`") from None
+    workflow.cancel(workflow_id)
+    console.print(f"{workflow_id} canceled")
+
+
+def schedule(
+    once: bool = typer.Option(False, "--once", help="Fire every tick due now (or at --as-of), wait for them, and exit."),
+    as_of: Optional[str] = typer.Option(None, "--as-of", help="With --once: the time to act at, ISO-8601 UTC."),
+) -> None:
+    """Fire each timeframe's tick workflow on its cron; meant to run as a Ray job (see README)."""
+    from workflows.launcher import WorkflowLauncher
+    from workflows.scheduler import Scheduler
+
+    if as_of is not None and not once:
+        raise InputError("--as-of needs --once: a long-running scheduler follows the real clock")
+    settings = from_environment()
+    moment = parse_time(as_of, "--as-of") if as_of else None
+    clock = (lambda: moment) if moment is not None else utc_now
+
+    def say(event) -> None:
+        tick = f" {event.tick:%Y-%m-%dT%H:%MZ}" if event.tick else ""
+        colour = {"failed": "red", "skipped": "yellow", "coalesced": "yellow"}.get(event.kind, "")
+        text = f"{event.at:%Y-%m-%dT%H:%M:%SZ} {event.timeframe:>3} {event.kind}{tick} {event.detail}".rstrip()
+        console.print(f"[{colour}]{text}[/]" if colour else text, soft_wrap=True)
+
+    scheduler = Scheduler(
+        timeframes.resolve("all"), WorkflowLauncher(settings), clock, settings.catchup, settings.overlap, on_event=say
+    )
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: scheduler.stop())
+    if once:
+        scheduler.start_up()
+        scheduler.drain(sleep=time.sleep)
+        failed = [e for e in scheduler.events if e.kind == "failed"]
+        if failed:
+            raise RunFailed(f"{len(failed)} tick(s) failed: " + "; ".join(e.detail for e in failed))
+        return
+    console.print(f"scheduler started: catch-up {settings.catchup}, overlap {settings.overlap}; stop with SIGTERM (ray job stop)")
+    scheduler.run()
+    running = scheduler.in_flight()
+    console.print(
+        "scheduler stopped" + (f"; still running, to finish on their own: {', '.join(running)}" if running else "")
+    )
+
+
+def _duration(seconds: float) -> str:
+    if seconds >= 2 * 86_400:
+        return f"{seconds / 86_400:.1f} d"
+    if seconds >= 3_600:
+        return f"{seconds / 3_600:.1f} h"
+    return f"{seconds / 60:.0f} min"
+
+
+def status() -> None:
+    """Per timeframe: last successful tick, freshness lag, last failure and its reason, next tick."""
+    from workflows import runs
+    from workflows.launcher import tick_statuses
+    from workflows.scheduler import next_tick
+
+    workflow = _connect()
+    now = utc_now()
+    ticks = tick_statuses(workflow)
+    table = Table("timeframe", "last success (as-of)", "freshness lag", "running", "last failure", "next tick")
+    for tf in timeframes.TIMEFRAMES.values():
+        mine = [t for t in ticks if t[1].name == tf.name]
+        done = [t for t in mine if t[3] == "SUCCESSFUL"]
+        failed = [t for t in mine if t[3] == "FAILED"]
+        running = [t for t in mine if t[3] == "RUNNING"]
+        last = max(done, key=lambda t: t[2], default=None)
+        lag = ""
+        if last is not None:
+            seconds = (now - tick_range(tf, last[2]).end).total_seconds()
+            lag = _duration(seconds)
+        worst = max(failed, key=lambda t: t[2], default=None)
+        failure = f"{worst[2]:%Y-%m-%d %H:%M}: {runs.failure_of(worst[0]).split(': ', 1)[1]}" if worst else ""
+        table.add_row(
+            tf.name, f"{last[2]:%Y-%m-%d %H:%M}" if last else "never", lag, str(len(running)) if running else "",
+            failure, f"{next_tick(tf, now):%Y-%m-%d %H:%M}",
+        )
+    show(table)
+    errors.print(f"times in UTC; now {now:%Y-%m-%d %H:%M}")

@@ -1,0 +1,70 @@
+"""The scheduler's launcher: starts tick workflows and answers for them from workflow storage."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from ohlcv.settings import Settings
+from ohlcv.timeframes import Timeframe
+from workflows import runs
+from workflows.runtime import import_ray
+
+__all__ = ["WorkflowLauncher", "tick_statuses"]
+
+
+def tick_statuses(workflow) -> list[tuple[str, Timeframe, datetime, str]]:
+    """(workflow_id, timeframe, tick, status name) of every tick workflow in storage."""
+    found = []
+    for workflow_id, status in workflow.list_all():
+        parsed = runs.parse_tick_id(workflow_id)
+        if parsed is not None:
+            found.append((workflow_id, parsed[0], parsed[1], status.name))
+    return found
+
+
+class WorkflowLauncher:
+    """Handles are (workflow_id, ObjectRef or None); None for a workflow another driver runs."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.workflow = runs.connect(settings)
+        self.ray = import_ray()
+
+    def history(self) -> dict[str, datetime]:
+        newest: dict[str, datetime] = {}
+        for _, tf, tick, _ in tick_statuses(self.workflow):
+            newest[tf.name] = max(tick, newest.get(tf.name, tick))
+        return newest
+
+    def resume_interrupted(self) -> dict[str, object]:
+        """Resume ticks a cluster failure interrupted; adopt ticks still running elsewhere."""
+        handles: dict[str, object] = {}
+        for workflow_id, tf, tick, status in sorted(tick_statuses(self.workflow), key=lambda t: t[2]):
+            if status == "RUNNING":
+                handles[tf.name] = (workflow_id, None)
+        for workflow_id, ref in self.workflow.resume_all(include_failed=False):
+            parsed = runs.parse_tick_id(workflow_id)
+            if parsed is not None:
+                handles[parsed[0].name] = (workflow_id, ref)
+        return handles
+
+    def start(self, tf: Timeframe, tick: datetime) -> object:
+        return runs.start_tick(self.settings, tf, tick)
+
+    def running(self, handle: object) -> bool:
+        workflow_id, ref = handle
+        if ref is None:
+            return self.workflow.get_status(workflow_id).name == "RUNNING"
+        ready, _ = self.ray.wait([ref], timeout=0)
+        return not ready
+
+    def finished(self, handle: object) -> str:
+        workflow_id, ref = handle
+        if ref is None:
+            status = self.workflow.get_status(workflow_id).name
+            return "succeeded" if status == "SUCCESSFUL" else runs.failure_of(workflow_id)
+        try:
+            self.ray.get(ref)
+        except Exception as exc:  # noqa: BLE001 - reported as the tick's one line
+            return runs.failure_of(workflow_id, exc)
+        return "succeeded"

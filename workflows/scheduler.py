@@ -1,0 +1,199 @@
+"""The cron scheduler: fires each timeframe's tick workflow on its cron, as a long-running Ray job.
+
+Rules:
+- a timeframe never has two ticks running at once; a tick that falls due while the previous
+  one still runs is skipped (its lookback is covered by the next) or waits, per `overlap`;
+- on start-up it resumes workflows a cluster failure interrupted, and catches up ticks missed
+  while it was down per `catchup`: "coalesce" (default) fires only the newest missed tick of
+  each timeframe, whose lookback covers the others, "all" fires each, "skip" none;
+- it stops cleanly on SIGTERM (`ray job stop`): no new tick starts; ticks already started
+  finish on their own (workflows are durable and each commit is atomic, so no table is left
+  half-written).
+
+The decisions (`due_ticks`, `catch_up`) are pure functions of times; the loop takes its clock,
+its sleep and its launcher as arguments, so tests drive it with a fake clock.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from croniter import croniter
+
+from ohlcv.timeframes import Timeframe
+from ohlcv.windows import as_utc
+
+__all__ = ["next_tick", "latest_tick", "due_ticks", "catch_up", "Launcher", "Scheduler", "Event"]
+
+log = logging.getLogger(__name__)
+
+
+def next_tick(tf: Timeframe, after: datetime) -> datetime:
+    """The first cron tick strictly after `after`."""
+    return as_utc(croniter(tf.cron, as_utc(after)).get_next(datetime))
+
+
+def latest_tick(tf: Timeframe, at_or_before: datetime) -> datetime:
+    """The newest cron tick at or before the given time."""
+    moment = as_utc(at_or_before)
+    candidate = as_utc(croniter(tf.cron, moment).get_prev(datetime))
+    following = next_tick(tf, candidate)
+    return following if following <= moment else candidate
+
+
+def due_ticks(tf: Timeframe, after: datetime, until: datetime, limit: int = 10_000) -> list[datetime]:
+    """Cron ticks in `(after, until]`, oldest first (at most `limit`, the newest kept)."""
+    ticks: list[datetime] = []
+    cursor = as_utc(after)
+    while True:
+        cursor = next_tick(tf, cursor)
+        if cursor > as_utc(until):
+            return ticks[-limit:]
+        ticks.append(cursor)
+
+
+def catch_up(tf: Timeframe, last_fired: datetime | None, now: datetime, policy: str) -> tuple[list[datetime], int]:
+    """(ticks to fire now, missed ticks not fired) for a scheduler (re)starting at `now`.
+
+    Without history the newest due tick is fired, so a new deployment produces candles at once.
+    """
+    missed = due_ticks(tf, last_fired, now) if last_fired is not None else [latest_tick(tf, now)]
+    if policy == "all":
+        return missed, 0
+    if policy == "skip":
+        return [], len(missed)
+    return missed[-1:], max(0, len(missed) - 1)
+
+
+class Launcher(Protocol):
+    """Starts tick workflows and reports on them (workflows/schedule_launcher.py is the real one)."""
+
+    def history(self) -> dict[str, datetime]: ...  # newest tick ever started, per timeframe name
+    def resume_interrupted(self) -> dict[str, object]: ...  # timeframe name -> handle of a resumed tick
+    def start(self, tf: Timeframe, tick: datetime) -> object: ...  # handle
+    def running(self, handle: object) -> bool: ...
+    def finished(self, handle: object) -> str: ...  # "succeeded" or the failure's one line
+
+
+@dataclass
+class Event:
+    at: datetime
+    timeframe: str
+    kind: str  # fired, skipped, queued, coalesced, resumed, finished, failed
+    tick: datetime | None = None
+    detail: str = ""
+
+
+@dataclass
+class Scheduler:
+    timeframes: list[Timeframe]
+    launcher: Launcher
+    clock: Callable[[], datetime]
+    catchup: str = "coalesce"
+    overlap: str = "skip"
+    max_sleep: float = 30.0
+    events: list[Event] = field(default_factory=list)
+    on_event: Callable[[Event], None] | None = None
+
+    def __post_init__(self) -> None:
+        self._stop = threading.Event()
+        self._running: dict[str, tuple[datetime | None, object]] = {}
+        self._waiting: dict[str, datetime] = {}
+        self._next: dict[str, datetime] = {}
+
+    # ------------------------------------------------------------------ events and control
+    def _emit(self, now: datetime, tf: str, kind: str, tick: datetime | None = None, detail: str = "") -> None:
+        event = Event(now, tf, kind, tick, detail)
+        self.events.append(event)
+        log.info("%s %s %s %s", tf, kind, tick.isoformat() if tick else "", detail)
+        if self.on_event is not None:
+            self.on_event(event)
+
+    def stop(self) -> None:
+        """Ask the loop to stop (safe from a signal handler); started ticks finish on their own."""
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def in_flight(self) -> dict[str, datetime | None]:
+        return {name: tick for name, (tick, _) in self._running.items()}
+
+    # -------------------------------------------------------------------------- the steps
+    def start_up(self) -> None:
+        now = self.clock()
+        for name, handle in self.launcher.resume_interrupted().items():
+            self._running[name] = (None, handle)
+            self._emit(now, name, "resumed")
+        history = self.launcher.history()
+        for tf in self.timeframes:
+            fire, coalesced = catch_up(tf, history.get(tf.name), now, self.catchup)
+            if coalesced:
+                self._emit(now, tf.name, "coalesced", fire[-1] if fire else None, f"{coalesced} missed tick(s) not fired")
+            for tick in fire:
+                self._fire(tf, tick, now)
+            self._next[tf.name] = next_tick(tf, now)
+
+    def _fire(self, tf: Timeframe, tick: datetime, now: datetime) -> None:
+        if tf.name in self._running:
+            if self.overlap == "wait":
+                self._waiting[tf.name] = tick  # only the newest waiting tick matters
+                self._emit(now, tf.name, "queued", tick, "previous tick still running")
+            else:
+                self._emit(now, tf.name, "skipped", tick, "previous tick still running")
+            return
+        self._running[tf.name] = (tick, self.launcher.start(tf, tick))
+        self._emit(now, tf.name, "fired", tick)
+
+    def _reap(self, now: datetime) -> None:
+        for name, (tick, handle) in list(self._running.items()):
+            if self.launcher.running(handle):
+                continue
+            del self._running[name]
+            outcome = self.launcher.finished(handle)
+            self._emit(now, name, "finished" if outcome == "succeeded" else "failed", tick, "" if outcome == "succeeded" else outcome)
+        for tf in self.timeframes:
+            if tf.name in self._waiting and tf.name not in self._running:
+                self._fire(tf, self._waiting.pop(tf.name), now)
+
+    def poll(self) -> None:
+        """One pass: collect finished ticks, fire the ones due (several passed ones coalesce)."""
+        now = self.clock()
+        self._reap(now)
+        for tf in self.timeframes:
+            if self._next[tf.name] <= now:
+                self._fire(tf, latest_tick(tf, now), now)
+                self._next[tf.name] = next_tick(tf, now)
+
+    def seconds_to_next(self) -> float:
+        now = self.clock()
+        soonest = min(self._next.values())
+        return max(0.0, min(self.max_sleep, (soonest - now).total_seconds()))
+
+    def run(self, sleep: Callable[[float], object] | None = None) -> None:
+        """Start up, then poll until stopped. `sleep(seconds)` defaults to an interruptible wait."""
+        wait = sleep or (lambda seconds: self._stop.wait(seconds))
+        self.start_up()
+        while not self.stopping:
+            self.poll()
+            if self.stopping:
+                break
+            # Wake at the next tick, or sooner to notice finished ticks.
+            wait(min(self.seconds_to_next(), 5.0) if self._running else self.seconds_to_next())
+
+    def drain(self, sleep: Callable[[float], object], timeout: timedelta | None = None) -> None:
+        """Wait until no tick runs (for --once); fires queued ticks as their turn comes."""
+        deadline = None if timeout is None else self.clock() + timeout
+        while self._running or self._waiting:
+            self._reap(self.clock())
+            if not (self._running or self._waiting):
+                break
+            if deadline is not None and self.clock() >= deadline:
+                break
+            sleep(1.0)
