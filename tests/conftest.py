@@ -27,13 +27,15 @@ def _isolated_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture(scope="session")
-def ray_cluster():
-    """A real local Ray cluster with two CPUs, as on the CI machine."""
+def ray_cluster(tmp_path_factory):
+    """A real local Ray cluster with two CPUs, as on the CI machine, with workflow storage."""
     import ray
 
+    storage = tmp_path_factory.mktemp("workflow-storage").as_uri()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
-        ray.init(num_cpus=2, namespace="ohlcv", include_dashboard=False, log_to_driver=False)
+        warnings.filterwarnings("ignore", message="Cluster-wide storage configuration is deprecated")
+        ray.init(num_cpus=2, namespace="ohlcv", include_dashboard=False, log_to_driver=False, storage=storage)
     yield ray
     from workflows.spark_service import stop_service
 
@@ -87,3 +89,19 @@ def trades_table(rows: list[dict]) -> pa.Table:
 
 def stored_trades(catalog, namespace: str = "market_data") -> list[dict]:
     return load_table(catalog, namespace, s.TRADES_TABLE).scan().to_arrow().to_pylist()
+
+
+@pytest.fixture
+def workflows(ray_cluster):
+    """`ray.workflow`, with every run deleted after the test: tick ids are per cluster, and
+    each test has its own warehouse, so a stored tick of another test must not be returned."""
+    from workflows.runtime import import_workflow
+    from workflows import journal
+
+    workflow = import_workflow()
+    yield workflow
+    for workflow_id, status in workflow.list_all():
+        if status.name == "RUNNING":
+            workflow.cancel(workflow_id)
+        workflow.delete(workflow_id)
+        journal.delete_workflow(workflow_id)

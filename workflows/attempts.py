@@ -125,13 +125,15 @@ def run_step(
         attempt.update(ended=_now(), seconds=round(time.monotonic() - started, 3), outcome=outcome, error=str(error))
         last = number == policy.retries + 1
         if outcome == "terminal" or last:
+            if outcome != "terminal" and number > 1:
+                error = TransientError(f"{ctx.step} failed {number} times; last: {error}")
+            elif not isinstance(error, OhlcvError):
+                error = TerminalError(str(error))
             entry.update(status="FAILED", error=str(error))
             journal.record(ctx.workflow_id, ctx.task_id, entry)
             metrics.run_finished(ctx.timeframe, "failed")
             log.error("%s failed (%s after %d tries): %s", ctx.task_id, outcome, number, error)
-            if outcome != "terminal" and number > 1:
-                raise TransientError(f"{ctx.step} failed {number} times; last: {error}") from None
-            raise error if isinstance(error, OhlcvError) else TerminalError(str(error))
+            raise error
         log.warning("%s try %d failed (%s), retrying in %gs: %s", ctx.task_id, number, outcome, policy.delay, error)
         journal.record(ctx.workflow_id, ctx.task_id, entry)
         time.sleep(policy.delay)

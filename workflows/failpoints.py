@@ -22,11 +22,13 @@ from ohlcv.settings import Settings
 __all__ = ["arm", "hit", "pid_file"]
 
 
-def arm(folder: str | os.PathLike[str], name: str, action: str, times: int = 1, seconds: float = 60.0) -> None:
+def arm(folder: str | os.PathLike[str], name: str, action: str, times: int = 1, seconds: float = 60.0, skip: int = 0) -> None:
+    """Arm `name`: let the first `skip` hits pass, then act on the next `times` hits."""
     if action not in ("terminal", "transient", "sleep"):
         raise ValueError(f"unknown failpoint action {action!r}")
     Path(folder).mkdir(parents=True, exist_ok=True)
-    (Path(folder) / name).write_text(json.dumps({"action": action, "times": times, "seconds": seconds}))
+    spec = {"action": action, "times": times, "seconds": seconds, "skip": skip}
+    (Path(folder) / name).write_text(json.dumps(spec))
 
 
 def pid_file(folder: str | os.PathLike[str], name: str) -> Path:
@@ -34,7 +36,7 @@ def pid_file(folder: str | os.PathLike[str], name: str) -> Path:
 
 
 def _take(path: Path) -> dict | None:
-    """Use up one hit of an armed failpoint; None when it is not (or no longer) armed."""
+    """Count one hit of a failpoint; its spec when this hit must act, else None."""
     try:
         handle = open(path, "r+")
     except FileNotFoundError:
@@ -44,11 +46,15 @@ def _take(path: Path) -> dict | None:
         spec = json.loads(handle.read() or "{}")
         if spec.get("times", 0) <= 0:
             return None
-        spec["times"] -= 1
+        passing = spec.get("skip", 0) > 0
+        if passing:
+            spec["skip"] -= 1
+        else:
+            spec["times"] -= 1
         handle.seek(0)
         handle.truncate()
         handle.write(json.dumps(spec))
-    return spec
+    return None if passing else spec
 
 
 def hit(settings: Settings, name: str) -> None:

@@ -1,0 +1,192 @@
+"""Tick and backfill workflows on a real local Ray cluster with real workflow storage:
+end to end per timeframe, failures and resume, retries with a delay, a killed worker."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from datetime import datetime
+
+import pytest
+
+import pyarrow.parquet as pq
+
+from conftest import stored_trades, trades_table, utc
+from oracle import compare, expected_candles
+from ohlcv import timeframes
+from ohlcv.catalog import ensure_tables, load_candles, open_catalog
+from ohlcv.errors import RunFailed
+from ohlcv.generate import GenerateSpec, generate
+from ohlcv.ingest import ingest_files
+from ohlcv.settings import Settings
+from ohlcv.windows import tick_chunks
+from test_candles import ALL, ingest_rows
+from workflows import failpoints, journal, runs
+from workflows.pipeline import run_chunks
+
+pytestmark = pytest.mark.slow
+
+DAY = utc(2024, 4, 2)
+AS_OF = {  # a tick of each timeframe at one of its cron times, inside the generated day
+    "1m": utc(2024, 4, 2, 13, 5), "5m": utc(2024, 4, 2, 13, 5), "30m": utc(2024, 4, 2, 13, 10),
+    "1h": utc(2024, 4, 2, 13, 15), "1d": utc(2024, 4, 3, 0, 5),
+}
+
+
+@pytest.fixture
+def fast(settings, tmp_path) -> Settings:
+    """Settings with short retry delays and armed-failpoint support for this test."""
+    return settings.with_overrides(step_retry_delay=0.5, step_timeout=120.0, failpoint_dir=str(tmp_path / "failpoints"))
+
+
+@pytest.fixture
+def day_of_trades(fast, catalog, tmp_path):
+    rows = generate(GenerateSpec(utc(2024, 4, 1), utc(2024, 4, 3), symbols=2, exchanges=2, trades_per_day=6_000, seed=21)).to_pylist()
+    ingest_rows(fast, catalog, rows, tmp_path, "trades", utc(2024, 4, 3, 1))
+    return stored_trades(catalog)
+
+
+def warehouse_with(settings: Settings, trades: list[dict], tmp_path, name: str) -> tuple[Settings, object]:
+    """Another warehouse holding the same stored trades: for the direct path or a clean run."""
+    other = settings.with_overrides(warehouse=str(tmp_path / name), failpoint_dir=None)
+    other_catalog = open_catalog(other)
+    ensure_tables(other_catalog, other.namespace)
+    path = tmp_path / f"{name}.parquet"
+    pq.write_table(trades_table(trades), path)
+    ingest_files(other_catalog, other.namespace, [path], "us", utc(2024, 4, 3, 1))
+    return other, other_catalog
+
+
+def table_rows(catalog, tf, namespace="market_data") -> list[dict]:
+    rows = load_candles(catalog, namespace, tf).scan().to_arrow().to_pylist()
+    return sorted(rows, key=lambda r: (r["exchange"], r["symbol"], r["window_start"]))
+
+
+def values(rows: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if k not in ("created_at", "updated_at")} for r in rows]
+
+
+def test_each_timeframes_tick_workflow_equals_the_direct_path(fast, catalog, workflows, day_of_trades, tmp_path):
+    direct, direct_catalog = warehouse_with(fast, day_of_trades, tmp_path, "direct")
+
+    for tf in ALL:
+        workflow_id, results = runs.run_tick(fast, tf, AS_OF[tf.name])
+        assert workflow_id == f"ohlcv-{tf.name}-{AS_OF[tf.name]:%Y%m%dT%H%MZ}"
+        assert workflows.get_status(workflow_id).name == "SUCCESSFUL"
+        assert [r.inserted for r in results] == [len(table_rows(catalog, tf))] and results[0].inserted > 0
+        run_chunks(direct, tick_chunks([tf], AS_OF[tf.name]), lambda: utc(2030, 1, 1))
+        assert values(table_rows(catalog, tf)) == values(table_rows(direct_catalog, tf)), tf.name
+        steps = journal.read_workflow(workflow_id)
+        assert {s: e["status"] for s, e in steps.items()} == dict.fromkeys(["plan", "aggregate", "validate", "commit"], "SUCCESSFUL")
+
+    # The same tick again returns the stored result; nothing is recomputed.
+    started = workflows.get_metadata(f"ohlcv-1m-{AS_OF['1m']:%Y%m%dT%H%MZ}", "aggregate")["stats"]
+    again_id, again = runs.run_tick(fast, timeframes.get("1m"), AS_OF["1m"])
+    assert workflows.get_metadata(again_id, "aggregate")["stats"] == started
+    assert again[0].inserted > 0  # the stored output of the first run, not a fresh "unchanged"
+
+
+def test_a_failed_commit_leaves_the_workflow_failed_and_resume_finishes_it(fast, catalog, workflows, day_of_trades, tmp_path):
+    tf = timeframes.get("5m")
+    failpoints.arm(fast.failpoint_dir, "commit", "terminal")
+    with pytest.raises(RunFailed, match=r"step commit failed: failpoint commit \(terminal\).*ohlcv workflows resume"):
+        runs.run_tick(fast, tf, AS_OF["5m"])
+    workflow_id = runs.tick_workflow_id(tf, AS_OF["5m"])
+    assert workflows.get_status(workflow_id).name == "FAILED"
+    assert table_rows(catalog, tf) == []  # nothing was published
+    aggregate_before = journal.read_step(workflow_id, "aggregate")
+    commit_before = journal.read_step(workflow_id, "commit")
+    assert commit_before["status"] == "FAILED" and len(commit_before["attempts"]) == 1  # terminal: no retry
+
+    results = runs.resume(fast, workflow_id)
+
+    assert workflows.get_status(workflow_id).name == "SUCCESSFUL"
+    assert journal.read_step(workflow_id, "aggregate") == aggregate_before  # not executed again
+    commit_after = journal.read_step(workflow_id, "commit")
+    assert [a["outcome"] for a in commit_after["attempts"]] == ["terminal", "ok"]
+    assert results[0].inserted == len(table_rows(catalog, tf)) > 0
+
+    # The tables equal a clean run's (in another warehouse).
+    clean, clean_catalog = warehouse_with(fast, day_of_trades, tmp_path, "clean")
+    run_chunks(clean, tick_chunks([tf], AS_OF["5m"]), lambda: utc(2030, 1, 1))
+    assert values(table_rows(catalog, tf)) == values(table_rows(clean_catalog, tf))
+
+
+def test_transient_errors_are_retried_after_the_delay(fast, catalog, workflows, day_of_trades):
+    failpoints.arm(fast.failpoint_dir, "aggregate", "transient", times=2)
+    workflow_id, results = runs.run_tick(fast.with_overrides(step_retry_delay=1.5), timeframes.get("30m"), AS_OF["30m"])
+    attempts = journal.read_step(workflow_id, "aggregate")["attempts"]
+    assert [a["outcome"] for a in attempts] == ["transient", "transient", "ok"]
+    gaps = [
+        (_parse(later["started"]) - _parse(earlier["ended"])).total_seconds() for earlier, later in zip(attempts, attempts[1:])
+    ]
+    assert all(gap >= 1.5 for gap in gaps), gaps
+    assert results[0].inserted > 0
+
+
+def test_transient_errors_past_the_retries_fail_the_run(fast, workflows, day_of_trades):
+    failpoints.arm(fast.failpoint_dir, "validate", "transient", times=5)
+    with pytest.raises(RunFailed, match="validate failed 3 times"):
+        runs.run_tick(fast.with_overrides(step_retries=2, step_retry_delay=0.2), timeframes.get("1h"), AS_OF["1h"])
+
+
+def test_a_step_past_its_timeout_is_cancelled_and_counts_as_a_failed_try(fast, workflows, day_of_trades):
+    failpoints.arm(fast.failpoint_dir, "plan", "sleep", seconds=60)
+    workflow_id, _ = runs.run_tick(fast.with_overrides(step_timeout=4.0, step_retry_delay=0.2), timeframes.get("1m"), AS_OF["1m"])
+    attempts = journal.read_step(workflow_id, "plan")["attempts"]
+    assert [a["outcome"] for a in attempts] == ["timeout", "ok"]
+    sleeper = int(failpoints.pid_file(fast.failpoint_dir, "plan").read_text())
+    assert not _alive(sleeper)  # the timed-out try's process was really stopped
+
+
+def test_a_worker_killed_during_the_spark_step_does_not_stop_the_run(fast, catalog, workflows, day_of_trades):
+    tf = timeframes.get("1h")
+    failpoints.arm(fast.failpoint_dir, "aggregate", "sleep", seconds=120)
+    workflow_id, ref = runs.start_tick(fast, tf, AS_OF["1h"])
+    pid_path = failpoints.pid_file(fast.failpoint_dir, "aggregate")
+    deadline = time.monotonic() + 120
+    while not pid_path.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    os.kill(int(pid_path.read_text()), signal.SIGKILL)
+
+    results = runs.wait(workflow_id, ref)
+
+    attempts = journal.read_step(workflow_id, "aggregate")["attempts"]
+    assert attempts[0]["outcome"] == "transient" and attempts[-1]["outcome"] == "ok"
+    trades = stored_trades(catalog)
+    rng = tick_chunks([tf], AS_OF["1h"])[0].read
+    assert not compare(table_rows(catalog, tf), expected_candles(trades, tf.width, rng.start, rng.end))
+    assert results[0].inserted > 0
+
+
+def test_backfill_is_one_workflow_and_resume_skips_committed_chunks(fast, catalog, workflows, day_of_trades):
+    tfs = [timeframes.get("1m"), timeframes.get("1h")]
+    failpoints.arm(fast.failpoint_dir, "commit", "terminal", skip=1)  # chunk Apr 1 commits, Apr 2 fails
+    progress = []
+    with pytest.raises(RunFailed, match="step commit-0001 failed"):
+        runs.run_backfill(fast, tfs, utc(2024, 4, 1), utc(2024, 4, 3), utc(2030, 1, 1), on_progress=progress.append, poll_seconds=0.2)
+    [(workflow_id, status)] = workflows.list_all()
+    assert status.name == "FAILED" and workflow_id.startswith("ohlcv-backfill-1m+1h-20240401T0000Z-20240403T0000Z-at-")
+    assert progress and progress[-1].chunks == 2 and progress[-1].committed == 1
+    first_chunk = journal.read_step(workflow_id, "aggregate-0000")
+
+    commits = runs.resume(fast, workflow_id)
+
+    assert journal.read_step(workflow_id, "aggregate-0000") == first_chunk
+    assert [c.range.start for c in commits] == [utc(2024, 4, 1), utc(2024, 4, 1), utc(2024, 4, 2), utc(2024, 4, 2)]
+    trades = stored_trades(catalog)
+    for tf in tfs:
+        assert not compare(table_rows(catalog, tf), expected_candles(trades, tf.width)), tf.name
+
+
+def _parse(text: str):
+    return datetime.fromisoformat(text)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
