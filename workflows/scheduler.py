@@ -168,7 +168,12 @@ class Scheduler:
         self._reap(now)
         for tf in self.timeframes:
             if self._next[tf.name] <= now:
-                self._fire(tf, latest_tick(tf, now), now)
+                # Normally one tick is due; after a stall (a suspended process) several are,
+                # and the newest covers the others, as at start-up.
+                due = due_ticks(tf, self._next[tf.name] - timedelta(microseconds=1), now)
+                if len(due) > 1:
+                    self._emit(now, tf.name, "coalesced", due[-1], f"{len(due) - 1} missed tick(s) not fired")
+                self._fire(tf, due[-1], now)
                 self._next[tf.name] = next_tick(tf, now)
 
     def seconds_to_next(self) -> float:
