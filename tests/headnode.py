@@ -1,0 +1,118 @@
+"""A real Ray head node started with `ray start --head`, for tests of cluster restarts and jobs.
+
+`ray stop` would stop every Ray process on the machine (the test session's own cluster too),
+so a head here runs `ray start --block` in its own process group with its own temp dir, and
+stopping it ends that group and any process still naming its temp dir: what `ray stop` does,
+for one cluster only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+BIN = Path(sys.executable).parent
+PORT_FLAGS = (
+    "--port", "--dashboard-port", "--ray-client-server-port", "--dashboard-agent-listen-port",
+    "--dashboard-agent-grpc-port", "--metrics-export-port", "--runtime-env-agent-port",
+    "--node-manager-port", "--object-manager-port",
+)
+
+
+def free_ports(count: int) -> list[int]:
+    sockets, ports = [], []
+    for _ in range(count):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        sockets.append(s)
+        ports.append(s.getsockname()[1])
+    for s in sockets:
+        s.close()
+    return ports
+
+
+class HeadNode:
+    def __init__(self, storage_uri: str, log_dir: Path, num_cpus: int = 2) -> None:
+        self.storage_uri, self.log_dir, self.num_cpus = storage_uri, log_dir, num_cpus
+        self.process: subprocess.Popen | None = None
+        self.temp_dir = ""
+
+    def start(self) -> "HeadNode":
+        ports = dict(zip(PORT_FLAGS, free_ports(len(PORT_FLAGS))))
+        self.gcs_port, self.dashboard_port = ports["--port"], ports["--dashboard-port"]
+        # Short: Ray puts unix sockets in it, and socket paths are limited to ~100 bytes.
+        self.temp_dir = tempfile.mkdtemp(prefix="rh", dir="/tmp")
+        command = [
+            str(BIN / "ray"), "start", "--head", "--block", f"--num-cpus={self.num_cpus}",
+            f"--storage={self.storage_uri}", f"--temp-dir={self.temp_dir}",
+            "--include-dashboard=true", "--dashboard-host=127.0.0.1", "--disable-usage-stats",
+            *(f"{flag}={port}" for flag, port in ports.items()),
+        ]
+        environment = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+        for name in [n for n in environment if n.startswith(("OHLCV_", "RAY_ADDRESS"))]:
+            environment.pop(name)
+        self.log = open(self.log_dir / f"head-{self.gcs_port}.log", "w")
+        self.process = subprocess.Popen(command, env=environment, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"ray start exited with {self.process.returncode}; see {self.log.name}")
+            try:
+                with urllib.request.urlopen(f"{self.dashboard}/api/version", timeout=2):
+                    return self
+            except OSError:
+                time.sleep(1)
+        raise RuntimeError(f"the head did not come up in time; see {self.log.name}")
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.gcs_port}"
+
+    @property
+    def dashboard(self) -> str:
+        return f"http://127.0.0.1:{self.dashboard_port}"
+
+    def jobs(self) -> list[dict]:
+        with urllib.request.urlopen(f"{self.dashboard}/api/jobs/", timeout=10) as response:
+            return json.loads(response.read())
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        try:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            self.process.wait(timeout=30)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            pass
+        for pid in self._stragglers():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.process = None
+        self.log.close()
+
+    def _stragglers(self) -> list[int]:
+        found = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                text = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if self.temp_dir and self.temp_dir in text:
+                found.append(int(entry.name))
+        return found

@@ -1,0 +1,140 @@
+"""Against real `ray start --head` clusters: resume after the cluster is stopped and started again
+on the same workflow storage, and the scheduler submitted with `ray job submit`."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import utc
+from headnode import BIN, HeadNode
+from oracle import compare, expected_candles
+from ohlcv import timeframes
+from ohlcv.catalog import load_candles, load_trades, open_catalog
+from ohlcv.settings import Settings
+from ohlcv.windows import tick_range
+from workflows import failpoints
+from workflows.scheduler import latest_tick
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parent.parent
+START, END = utc(2024, 6, 3), utc(2024, 6, 4)
+
+
+@pytest.fixture
+def environment(tmp_path) -> dict[str, str]:
+    """A warehouse with a day of trades, and the environment of a user of the CLI."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OHLCV_", "RAY_ADDRESS"))}
+    env.update(
+        OHLCV_WAREHOUSE=str(tmp_path / "warehouse"),
+        OHLCV_FAILPOINT_DIR=str(tmp_path / "failpoints"),
+        OHLCV_STEP_RETRY_DELAY="0.5",
+        PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",
+    )
+    ohlcv(env, "init")
+    ohlcv(env, "generate", "--out", str(tmp_path / "day.parquet"), "--start", START.isoformat(), "--end", END.isoformat(),
+          "--symbols", "2", "--exchanges", "2", "--trades-per-day", "5000")
+    ohlcv(env, "ingest", str(tmp_path / "day.parquet"))
+    return env
+
+
+def ohlcv(env: dict[str, str], *args: str, expect: int = 0, timeout: float = 600) -> subprocess.CompletedProcess:
+    result = subprocess.run([str(BIN / "ohlcv"), *args], env=env, capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == expect, f"ohlcv {' '.join(args)} -> {result.returncode}\n{result.stdout}\n{result.stderr}"
+    return result
+
+
+def assert_tick_candles(env: dict[str, str], tf_name: str, as_of) -> None:
+    settings = Settings(warehouse=env["OHLCV_WAREHOUSE"])
+    catalog = open_catalog(settings)
+    tf = timeframes.get(tf_name)
+    trades = load_trades(catalog, settings.namespace).scan().to_arrow().to_pylist()
+    rng = tick_range(tf, as_of)
+    rows = load_candles(catalog, settings.namespace, tf).scan().to_arrow().to_pylist()
+    assert rows, f"no {tf_name} candles"
+    assert not compare(rows, expected_candles(trades, tf.width, rng.start, rng.end)), tf_name
+
+
+def journal_entry(storage: Path, workflow_id: str, task_id: str) -> dict:
+    return json.loads((storage / "ohlcv" / "runs" / workflow_id / f"{task_id}.json").read_text())
+
+
+def test_runs_resume_after_the_cluster_is_stopped_and_started_again(environment, tmp_path):
+    storage = tmp_path / "workflow-storage"
+    failed_tick, interrupted_tick = utc(2024, 6, 3, 14, 15), utc(2024, 6, 3, 14, 20)
+    failed_id, interrupted_id = "ohlcv-1h-20240603T1415Z", "ohlcv-1m-20240603T1420Z"
+
+    first = HeadNode(storage.as_uri(), tmp_path).start()
+    try:
+        env = {**environment, "RAY_ADDRESS": first.address}
+        failpoints.arm(env["OHLCV_FAILPOINT_DIR"], "commit", "terminal")
+        result = ohlcv(env, "run", "--timeframe", "1h", "--as-of", failed_tick.isoformat(), expect=1)
+        assert f"{failed_id}: step commit failed: failpoint commit (terminal)" in result.stderr
+
+        # A second tick is stopped in the middle of its Spark step by the cluster going down.
+        failpoints.arm(env["OHLCV_FAILPOINT_DIR"], "aggregate", "sleep", seconds=600)
+        running = subprocess.Popen([str(BIN / "ohlcv"), "run", "--timeframe", "1m", "--as-of", interrupted_tick.isoformat()],
+                                   env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        pid_path = failpoints.pid_file(env["OHLCV_FAILPOINT_DIR"], "aggregate")
+        deadline = time.monotonic() + 300
+        while not pid_path.exists() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert pid_path.exists(), "the 1m tick never reached its Spark step"
+    finally:
+        first.stop()  # `ray stop`, for this cluster only
+    running.wait(timeout=120)
+    assert running.returncode != 0
+
+    second = HeadNode(storage.as_uri(), tmp_path).start()
+    try:
+        env = {**environment, "RAY_ADDRESS": second.address}
+        listed = ohlcv(env, "workflows", "list").stdout
+        assert failed_id in listed and "FAILED" in listed
+        assert interrupted_id in listed and "RESUMABLE" in listed
+
+        aggregate_before = journal_entry(storage, failed_id, "aggregate")
+        resumed = ohlcv(env, "workflows", "resume", failed_id)
+        assert f"{failed_id} SUCCESSFUL" in resumed.stdout
+        assert journal_entry(storage, failed_id, "aggregate") == aggregate_before  # its candles came from the checkpoint
+        assert_tick_candles(env, "1h", failed_tick)
+
+        resumed_all = ohlcv(env, "workflows", "resume-all", "--interrupted-only")
+        assert f"{interrupted_id}: SUCCESSFUL" in resumed_all.stdout
+        assert_tick_candles(env, "1m", interrupted_tick)
+        shown = ohlcv(env, "workflows", "show", interrupted_id).stdout
+        assert "aggregate" in shown and "SUCCESSFUL" in shown
+    finally:
+        second.stop()
+
+
+def test_the_scheduler_runs_as_a_ray_job(environment, tmp_path):
+    as_of = utc(2024, 6, 3, 18, 15)
+    head = HeadNode((tmp_path / "workflow-storage").as_uri(), tmp_path).start()
+    try:
+        job_env = {k: environment[k] for k in ("OHLCV_WAREHOUSE", "OHLCV_STEP_RETRY_DELAY")}
+        submitted = subprocess.run(
+            [str(BIN / "ray"), "job", "submit", "--address", head.dashboard, "--working-dir", str(REPO),
+             "--runtime-env-json", json.dumps({"env_vars": job_env}), "--",
+             "ohlcv", "schedule", "--once", "--as-of", as_of.isoformat()],
+            env={**environment, "RAY_ADDRESS": ""}, capture_output=True, text=True, timeout=900,
+        )
+        assert submitted.returncode == 0, submitted.stdout + submitted.stderr
+        [job] = [j for j in head.jobs() if "ohlcv schedule --once" in j["entrypoint"]]
+        assert job["status"] == "SUCCEEDED", job
+        for tf in timeframes.resolve("all"):
+            assert f"{tf.name} fired {latest_tick(tf, as_of):%Y-%m-%dT%H:%MZ}" in submitted.stdout
+            assert f"{tf.name} finished" in submitted.stdout
+        for name in ("1m", "5m", "30m", "1h"):
+            assert_tick_candles(environment, name, latest_tick(timeframes.get(name), as_of))
+
+        # The status command, from outside the job, sees what the job did.
+        status = ohlcv({**environment, "RAY_ADDRESS": head.address}, "status").stdout
+        assert f"{latest_tick(timeframes.get('1h'), as_of):%Y-%m-%d %H:%M}" in status
+    finally:
+        head.stop()
