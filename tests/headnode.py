@@ -48,6 +48,7 @@ class HeadNode:
     def start(self) -> "HeadNode":
         ports = dict(zip(PORT_FLAGS, free_ports(len(PORT_FLAGS))))
         self.gcs_port, self.dashboard_port = ports["--port"], ports["--dashboard-port"]
+        self.metrics_port = ports["--metrics-export-port"]
         # Short: Ray puts unix sockets in it, and socket paths are limited to ~100 bytes.
         self.temp_dir = tempfile.mkdtemp(prefix="rh", dir="/tmp")
         command = [
@@ -83,6 +84,11 @@ class HeadNode:
     def jobs(self) -> list[dict]:
         with urllib.request.urlopen(f"{self.dashboard}/api/jobs/", timeout=10) as response:
             return json.loads(response.read())
+
+    def metrics(self) -> str:
+        """The node's metrics in Prometheus text format (what the dashboard's Grafana reads)."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10) as response:
+            return response.read().decode()
 
     def stop(self) -> None:
         if self.process is None:

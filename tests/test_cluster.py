@@ -133,6 +133,15 @@ def test_the_scheduler_runs_as_a_ray_job(environment, tmp_path):
         for name in ("1m", "5m", "30m", "1h"):
             assert_tick_candles(environment, name, latest_tick(timeframes.get(name), as_of))
 
+        # The pipeline's metrics reach the node's Prometheus endpoint (exported every few seconds).
+        wanted = ("ohlcv_runs_total", "ohlcv_step_seconds", "ohlcv_candles_written_total", "ohlcv_freshness_lag_seconds")
+        deadline, text = time.monotonic() + 60, ""
+        while time.monotonic() < deadline and not all(name in text for name in wanted):
+            time.sleep(2)
+            text = head.metrics()
+        assert all(name in text for name in wanted), [name for name in wanted if name not in text]
+        assert 'status="succeeded"' in text and 'timeframe="1h"' in text
+
         # The status command, from outside the job, sees what the job did.
         status = ohlcv({**environment, "RAY_ADDRESS": head.address}, "status").stdout
         assert f"{latest_tick(timeframes.get('1h'), as_of):%Y-%m-%d %H:%M}" in status
