@@ -44,8 +44,14 @@ ENVIRONMENT = {
     "overlap": "OHLCV_OVERLAP",
     "failpoint_dir": "OHLCV_FAILPOINT_DIR",
 }
-_INTEGERS = {"spark_executors": 1, "spark_executor_cores": 1, "step_retries": 0}
-_SECONDS = ("step_retry_delay", "step_timeout")
+# setting -> (type, what a value must be, the smallest value allowed)
+_NUMBERS = {
+    "spark_executors": (int, "a whole number", 1),
+    "spark_executor_cores": (int, "a whole number", 1),
+    "step_retries": (int, "a whole number", 0),
+    "step_retry_delay": (float, "a number of seconds", 0),
+    "step_timeout": (float, "a number of seconds", 0),
+}
 _CHOICES = {
     "read_mode": ("auto", "arrow", "native"),
     "catchup": ("coalesce", "all", "skip"),
@@ -136,23 +142,16 @@ def mask_password(uri: str) -> str:
 def _coerce(name: str, raw: Any) -> Any:
     if raw is None or raw == "":
         return None
-    if name in _INTEGERS:
-        try:
-            value = int(raw)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{ENVIRONMENT[name]} must be a whole number, got {raw!r}") from None
-        if value < _INTEGERS[name]:
-            raise ConfigError(f"{ENVIRONMENT[name]} must be at least {_INTEGERS[name]}, got {value}")
-        return value
-    if name in _SECONDS:
-        try:
-            value = float(raw)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{ENVIRONMENT[name]} must be a number of seconds, got {raw!r}") from None
-        if value < 0:
-            raise ConfigError(f"{ENVIRONMENT[name]} must not be negative, got {value}")
-        return value
-    return str(raw)
+    if name not in _NUMBERS:
+        return str(raw)
+    kind, what, least = _NUMBERS[name]
+    try:
+        value = kind(raw)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{ENVIRONMENT[name]} must be {what}, got {raw!r}") from None
+    if value < least:
+        raise ConfigError(f"{ENVIRONMENT[name]} must be at least {least}, got {value}")
+    return value
 
 
 def _validated(settings: Settings) -> Settings:

@@ -142,8 +142,36 @@ def test_the_scheduler_runs_as_a_ray_job(environment, tmp_path):
         assert all(name in text for name in wanted), [name for name in wanted if name not in text]
         assert 'status="succeeded"' in text and 'timeframe="1h"' in text
 
+        # Worker log lines say which workflow and step they come from.
+        tick_id = f"ohlcv-1h-{latest_tick(timeframes.get('1h'), as_of):%Y%m%dT%H%MZ}"
+        logs = "".join(p.read_text(errors="replace") for p in Path(head.temp_dir).glob("session_*/logs/worker-*.err"))
+        assert f"[{tick_id}/commit] workflows.attempts: done in" in logs
+        assert f"[{tick_id}/commit] ohlcv.store: committed gold_ohlcv_1h" in logs
+
         # The status command, from outside the job, sees what the job did.
         status = ohlcv({**environment, "RAY_ADDRESS": head.address}, "status").stdout
         assert f"{latest_tick(timeframes.get('1h'), as_of):%Y-%m-%d %H:%M}" in status
+
+        # The long-running scheduler stops cleanly on `ray job stop` (SIGTERM).
+        ray_job = [str(BIN / "ray"), "job"]
+        started = subprocess.run(
+            [*ray_job, "submit", "--address", head.dashboard, "--no-wait", "--submission-id", "scheduler-test",
+             "--working-dir", str(REPO), "--runtime-env-json", json.dumps({"env_vars": job_env}), "--", "ohlcv", "schedule"],
+            env={**environment, "RAY_ADDRESS": ""}, capture_output=True, text=True, timeout=300,
+        )
+        assert started.returncode == 0, started.stderr
+        job_logs = lambda: subprocess.run(  # noqa: E731
+            [*ray_job, "logs", "--address", head.dashboard, "scheduler-test"], capture_output=True, text=True, timeout=60
+        ).stdout
+        deadline = time.monotonic() + 300
+        while "scheduler started" not in job_logs() and time.monotonic() < deadline:
+            time.sleep(2)
+        assert "scheduler started" in job_logs()
+        stopped = subprocess.run([*ray_job, "stop", "--address", head.dashboard, "scheduler-test"],
+                                 capture_output=True, text=True, timeout=120)
+        assert stopped.returncode == 0, stopped.stderr
+        [job] = [j for j in head.jobs() if j.get("submission_id") == "scheduler-test"]
+        assert job["status"] == "STOPPED"
+        assert "scheduler stopped" in job_logs()
     finally:
         head.stop()

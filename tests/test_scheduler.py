@@ -173,3 +173,12 @@ def test_failures_are_reported_and_do_not_stop_the_schedule():
     run_for(scheduler, clock, utc(2024, 5, 1, 10, 40))
     assert [t.minute for t in ticks_of(launcher, "5m")] == [5, 20, 35]
     assert [e.detail for e in scheduler.events if e.kind == "failed"] == ["5m failed on purpose"] * 3
+
+
+def test_catching_up_after_months_counts_back_only_to_the_limit():
+    from workflows.scheduler import CATCH_UP_LIMIT
+
+    fire, missed = catch_up(ONE, utc(2024, 1, 1), utc(2026, 11, 26, 16, 2), "coalesce")
+    assert fire == [utc(2026, 11, 26, 16)]
+    assert missed == CATCH_UP_LIMIT - 1  # a lower bound: the count stops at the limit
+    assert due_ticks(ONE, utc(2026, 11, 26, 15), utc(2026, 11, 26, 15, 10)) == [utc(2026, 11, 26, 15, 5), utc(2026, 11, 26, 15, 10)]

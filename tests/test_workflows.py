@@ -190,3 +190,32 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+def test_a_node_whose_java_is_too_old_fails_at_once_not_after_retries(fast, workflows, tmp_path):
+    """The Spark service cannot start there: a terminal ConfigError, not a transient one."""
+    import ray
+
+    from ohlcv.errors import ConfigError
+    from workflows.spark_service import SERVICE_NAME, stop_service
+
+    stop_service()  # a fresh service must start, on a "node" whose Java is 8
+    java_home = tmp_path / "java8"
+    (java_home / "bin").mkdir(parents=True)
+    (java_home / "bin" / "java").write_text("#!/bin/sh\necho 'openjdk version \"1.8.0_392\"' >&2\n")
+    (java_home / "bin" / "java").chmod(0o755)
+
+    @ray.remote(num_cpus=0, runtime_env={"env_vars": {"JAVA_HOME": str(java_home)}})
+    def start_the_service_there():
+        from workflows.spark_service import spark_service
+
+        try:
+            spark_service(fast)
+        except Exception as exc:  # noqa: BLE001 - the type is what this test is about
+            return type(exc).__name__, str(exc)
+        return None
+
+    kind, message = ray.get(start_the_service_there.remote())
+    assert kind == ConfigError.__name__ and "found Java 8" in message
+    with pytest.raises(ValueError):
+        ray.get_actor(SERVICE_NAME, namespace="ohlcv")

@@ -120,6 +120,7 @@ def run_step(
             entry.update(status="SUCCESSFUL", summary=summarize(result) if summarize else None)
             journal.record(ctx.workflow_id, ctx.task_id, entry)
             metrics.step_finished(ctx.timeframe, ctx.step, seconds)
+            log.info("done in %.2fs (try %d)", seconds, attempt["attempt"])
             return result
 
         attempt.update(ended=_now(), seconds=round(time.monotonic() - started, 3), outcome=outcome, error=str(error))

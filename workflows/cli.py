@@ -59,6 +59,17 @@ def _settings() -> Settings:
     return from_environment()
 
 
+def require_spark_prerequisites(settings: Settings) -> None:
+    """Fail fast, before a local Ray starts, when this machine cannot run Spark.
+
+    On a cluster (RAY_ADDRESS set) the nodes run Spark, and the service checks their Java.
+    """
+    if not settings.ray_address:
+        from workflows.spark_service import require_java
+
+        require_java()
+
+
 def _require_tables(settings: Settings, tfs: list[timeframes.Timeframe]) -> None:
     """Fail fast, before Spark starts, when `ohlcv init` has not run."""
     from ohlcv.catalog import load_candles, load_trades, open_catalog
@@ -178,6 +189,7 @@ def run(
     tick = parse_time(as_of, "--as-of") if as_of else utc_now()
     settings = _settings()
     _require_tables(settings, tfs)
+    require_spark_prerequisites(settings)
     results, failures = {}, []
     for tf in tfs:  # one after another: a tick's lookback is small, and Spark is shared
         workflow_id, ref = runs.start_tick(settings, tf, tick, rerun=rerun)
@@ -207,8 +219,9 @@ def backfill(
         raise InputError(f"--end {end} is before --start {start}")
     settings = _settings()
     _require_tables(settings, tfs)
-    outcomes = _backfill(settings, tfs, first, last)
-    _print_backfill_summary(outcomes)
+    require_spark_prerequisites(settings)
+    commits = _backfill(settings, tfs, first, last)
+    _print_backfill_summary(commits)
 
 
 def _backfill(settings: Settings, tfs, first: datetime, last: datetime):
@@ -333,6 +346,7 @@ def demo(
     from ohlcv.store import read_candles
 
     settings = _settings()
+    require_spark_prerequisites(settings)
     timings: dict[str, float] = {}
 
     def step(name: str):
@@ -361,8 +375,8 @@ def demo(
     done("ingest")
 
     step("backfill")
-    outcomes = _backfill(settings, timeframes.resolve("all"), day, day + timedelta(days=1))
-    _print_backfill_summary(outcomes)
+    commits = _backfill(settings, timeframes.resolve("all"), day, day + timedelta(days=1))
+    _print_backfill_summary(commits)
     done("backfill")
 
     step("candles")

@@ -140,7 +140,10 @@ def schedule(
 
     if as_of is not None and not once:
         raise InputError("--as-of needs --once: a long-running scheduler follows the real clock")
+    from workflows.cli import require_spark_prerequisites
+
     settings = from_environment()
+    require_spark_prerequisites(settings)
     moment = parse_time(as_of, "--as-of") if as_of else None
     clock = (lambda: moment) if moment is not None else utc_now
 

@@ -28,7 +28,7 @@ from croniter import croniter
 from ohlcv.timeframes import Timeframe
 from ohlcv.windows import as_utc
 
-__all__ = ["next_tick", "latest_tick", "due_ticks", "catch_up", "Launcher", "Scheduler", "Event"]
+__all__ = ["CATCH_UP_LIMIT", "next_tick", "latest_tick", "due_ticks", "catch_up", "Launcher", "Scheduler", "Event"]
 
 log = logging.getLogger(__name__)
 
@@ -46,15 +46,25 @@ def latest_tick(tf: Timeframe, at_or_before: datetime) -> datetime:
     return following if following <= moment else candidate
 
 
-def due_ticks(tf: Timeframe, after: datetime, until: datetime, limit: int = 10_000) -> list[datetime]:
-    """Cron ticks in `(after, until]`, oldest first (at most `limit`, the newest kept)."""
-    ticks: list[datetime] = []
-    cursor = as_utc(after)
-    while True:
-        cursor = next_tick(tf, cursor)
-        if cursor > as_utc(until):
-            return ticks[-limit:]
-        ticks.append(cursor)
+# Catching up never looks further back than this many ticks of a timeframe: after a long gap
+# (months of 1m ticks) counting them one by one would stall the start-up.
+CATCH_UP_LIMIT = 10_000
+
+
+def due_ticks(tf: Timeframe, after: datetime, until: datetime, limit: int = CATCH_UP_LIMIT) -> list[datetime]:
+    """Cron ticks in `(after, until]`, oldest first; only the newest `limit` of them."""
+    after, until = as_utc(after), as_utc(until)
+    # croniter has whole-second precision: start one second past `until` so a tick at
+    # `until` itself is found, walk back, and stop at `after` or at the limit.
+    walker = croniter(tf.cron, until + timedelta(seconds=1))
+    newest_first: list[datetime] = []
+    while len(newest_first) < limit:
+        tick = as_utc(walker.get_prev(datetime))
+        if tick <= after:
+            break
+        if tick <= until:
+            newest_first.append(tick)
+    return newest_first[::-1]
 
 
 def catch_up(tf: Timeframe, last_fired: datetime | None, now: datetime, policy: str) -> tuple[list[datetime], int]:
@@ -63,6 +73,7 @@ def catch_up(tf: Timeframe, last_fired: datetime | None, now: datetime, policy: 
     Without history the newest due tick is fired, so a new deployment produces candles at once.
     """
     missed = due_ticks(tf, last_fired, now) if last_fired is not None else [latest_tick(tf, now)]
+    # Past CATCH_UP_LIMIT the count is a lower bound; the newest tick is always right.
     if policy == "all":
         return missed, 0
     if policy == "skip":
@@ -135,8 +146,11 @@ class Scheduler:
         for tf in self.timeframes:
             fire, coalesced = catch_up(tf, history.get(tf.name), now, self.catchup)
             if coalesced:
-                self._emit(now, tf.name, "coalesced", fire[-1] if fire else None, f"{coalesced} missed tick(s) not fired")
+                at_least = "at least " if coalesced + len(fire) >= CATCH_UP_LIMIT else ""
+                self._emit(now, tf.name, "coalesced", fire[-1] if fire else None, f"{at_least}{coalesced} missed tick(s) not fired")
             for tick in fire:
+                if self.stopping:  # a SIGTERM during a long catch-up: stop firing at once
+                    break
                 self._fire(tf, tick, now)
             self._next[tf.name] = next_tick(tf, now)
 

@@ -257,7 +257,9 @@ def spark_service(settings: Settings):
         # Not `call`: a failed __init__ surfaces as an actor error whose text holds the cause.
         info = ray.get(handle.info.remote())
     except Exception as exc:
-        raise ServiceUnavailable(f"the Spark service did not start: {_root_message(exc)}") from None
+        # A missing prerequisite (no Java on the node) will not heal by retrying: terminal.
+        kind = ConfigError if "ConfigError: " in str(exc) else ServiceUnavailable
+        raise kind(f"the Spark service did not start: {_root_message(exc)}") from None
     log.info("Spark service %s started in %.1fs with %s", info["app_name"], info["startup_seconds"], sizing)
     return handle
 
