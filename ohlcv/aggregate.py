@@ -24,8 +24,24 @@ from pyspark.sql import functions as F
 from ohlcv import schema as s
 from ohlcv.timeframes import Timeframe, rollup_parent
 
-__all__ = ["OUTPUT_COLUMNS", "dedupe_trades", "candles", "candles_for", "collect_candles", "candle_arrow_schema"]
+__all__ = [
+    "OUTPUT_COLUMNS",
+    "dedupe_trades",
+    "candles",
+    "candles_for",
+    "collect_candles",
+    "candle_arrow_schema",
+    "trades_per_series",
+    "trades_per_window",
+    "collect_arrow",
+    "SERIES_COUNTS",
+    "WINDOW_COUNTS",
+]
 
+SERIES_COUNTS = pa.schema([("exchange", pa.string()), ("symbol", pa.string()), ("trades", pa.int64())])
+WINDOW_COUNTS = pa.schema(
+    [("exchange", pa.string()), ("symbol", pa.string()), ("window_start", pa.timestamp("us", tz="UTC")), ("trades", pa.int64())]
+)
 OUTPUT_COLUMNS = [f.name for f in s.CANDLE_SCHEMA.fields if f.name not in ("created_at", "updated_at")]
 _US_PER_DAY = 86_400_000_000
 
@@ -115,7 +131,7 @@ def rollup(finer: DataFrame, tf: Timeframe) -> DataFrame:
     return _finish(partial, tf)
 
 
-def candles_for(trades: DataFrame, tfs: list[Timeframe]) -> dict[str, DataFrame]:
+def candles_for(trades: DataFrame, tfs: list[Timeframe], *, deduped: bool = False) -> dict[str, DataFrame]:
     """Candles of every timeframe in `tfs` from one aggregation of the trades.
 
     The finest timeframe is computed from the trades and cached; each coarser one is rolled up
@@ -128,7 +144,7 @@ def candles_for(trades: DataFrame, tfs: list[Timeframe]) -> dict[str, DataFrame]
     for tf in ordered:
         parent = rollup_parent(tf, done)
         if parent is None:
-            frame = candles(trades, tf)
+            frame = candles(trades, tf, deduped=deduped)
         else:
             frame = rollup(computed[parent.name], tf)
         if len(ordered) > 1:
@@ -159,3 +175,46 @@ def collect_candles(frame: DataFrame) -> pa.Table:
         return target.empty_table()
     table = pa.Table.from_batches(batches)
     return table.cast(pa.schema([f.with_nullable(True) for f in target])).cast(target)
+
+
+def trades_per_series(unique: DataFrame, start_us: int, end_us: int) -> DataFrame:
+    """Distinct trades per (exchange, symbol) with timestamp in [start, end): the reconciliation side.
+
+    Counted from the deduplicated trades directly, not through windows, so a trade lost or
+    counted twice by the windowing shows up as a difference.
+    """
+    ts = F.unix_micros("timestamp")
+    return (
+        unique.where((ts >= F.lit(start_us)) & (ts < F.lit(end_us)))
+        .groupBy("exchange", "symbol")
+        .agg(F.count(F.lit(1)).alias("trades"))
+    )
+
+
+def trades_per_window(unique: DataFrame, tfs: list[Timeframe]) -> dict[str, DataFrame]:
+    """Distinct trades per (exchange, symbol, window) of each timeframe: what each candle's
+    trade_count must be (used to find windows that missed late trades)."""
+    finest = min(tfs, key=lambda tf: tf.width)
+    counts = (
+        unique.withColumn("window_start", _window_start(F.unix_micros("timestamp"), finest))
+        .groupBy("exchange", "symbol", "window_start")
+        .agg(F.count(F.lit(1)).alias("trades"))
+        .persist()
+    )
+    result = {finest.name: counts}
+    for tf in tfs:
+        if tf is not finest:
+            result[tf.name] = (
+                counts.withColumn("window_start", _window_start(F.unix_micros("window_start"), tf))
+                .groupBy("exchange", "symbol", "window_start")
+                .agg(F.sum("trades").alias("trades"))
+            )
+    return result
+
+
+def collect_arrow(frame: DataFrame, schema: pa.Schema) -> pa.Table:
+    """Any small DataFrame to Arrow in the given schema (see collect_candles)."""
+    batches = frame.select(*schema.names)._collect_as_arrow()
+    if not batches:
+        return schema.empty_table()
+    return pa.Table.from_batches(batches).cast(schema)

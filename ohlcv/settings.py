@@ -43,6 +43,9 @@ ENVIRONMENT = {
     "catchup": "OHLCV_CATCHUP",
     "overlap": "OHLCV_OVERLAP",
     "failpoint_dir": "OHLCV_FAILPOINT_DIR",
+    "audit_sample": "OHLCV_AUDIT_SAMPLE",
+    "snapshot_days": "OHLCV_SNAPSHOT_DAYS",
+    "upkeep_cron": "OHLCV_UPKEEP_CRON",
 }
 # setting -> (type, what a value must be, the smallest value allowed)
 _NUMBERS = {
@@ -51,6 +54,7 @@ _NUMBERS = {
     "step_retries": (int, "a whole number", 0),
     "step_retry_delay": (float, "a number of seconds", 0),
     "step_timeout": (float, "a number of seconds", 0),
+    "snapshot_days": (float, "a number of days", 0),
 }
 _CHOICES = {
     "read_mode": ("auto", "arrow", "native"),
@@ -88,6 +92,13 @@ class Settings:
     # falls due while the previous tick of its timeframe still runs ("skip" or "wait").
     catchup: Literal["coalesce", "all", "skip"] = "coalesce"
     overlap: Literal["skip", "wait"] = "skip"
+    # Rows of a run's candles the Pandera model checks: a count ("5000") or a share ("2%");
+    # the invariant counts and the reconciliation always cover every candle.
+    audit_sample: str = "5000"
+    # Upkeep: snapshots older than this many days are expired (time travel reaches that far
+    # back), and the daily upkeep workflow (retention, compaction, expiry) runs on this cron.
+    snapshot_days: float = 7.0
+    upkeep_cron: str = "45 1 * * *"
     # Tests only: a folder where armed failpoints live (workflows/failpoints.py). None: inert.
     failpoint_dir: str | None = None
 
@@ -163,6 +174,13 @@ def _validated(settings: Settings) -> Settings:
     for name, choices in _CHOICES.items():
         if getattr(settings, name) not in choices:
             raise ConfigError(f"{ENVIRONMENT[name]} must be {', '.join(choices[:-1])} or {choices[-1]}, got {getattr(settings, name)!r}")
+    from ohlcv.candle_model import parse_sample_spec
+
+    parse_sample_spec(settings.audit_sample)
+    from croniter import croniter
+
+    if not croniter.is_valid(settings.upkeep_cron):
+        raise ConfigError(f"OHLCV_UPKEEP_CRON {settings.upkeep_cron!r} is not a cron expression")
     if settings.step_timeout <= 0:
         raise ConfigError("OHLCV_STEP_TIMEOUT must be more than 0 seconds")
     for name in ("spark_executor_memory", "spark_driver_memory"):

@@ -1,7 +1,12 @@
-"""Audit candles before they are published: exact invariant counts over every candle of a run.
+"""Audit candles before they are published, and audit what is already published.
 
-Each check counts its failing rows over ALL candles (no sampling) and keeps a few examples,
-so a report says what failed, how often, and where to look.
+Three kinds of checks, all in one report:
+- exact invariant counts over ALL candles of the run (no sampling);
+- the Pandera model (ohlcv/candle_model.py) on a seeded sample;
+- reconciliation with the source: per (exchange, symbol), the candles' sum(trade_count) equals
+  the number of distinct trades in the range, counted from the trades apart from the windowing.
+Each check keeps its failing count and a few example rows, so a report says what failed, how
+often, and where to look.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import pyarrow as pa
 from ohlcv.errors import TerminalError
 from ohlcv.timeframes import Timeframe
 
-__all__ = ["CheckResult", "AuditReport", "AuditFailed", "invariant_checks", "audit_candles"]
+__all__ = ["CheckResult", "AuditReport", "AuditFailed", "invariant_checks", "reconcile", "sample_checks", "audit_candles"]
 
 EXAMPLES_PER_CHECK = 5
 # vwap = sum(p*q)/sum(q) can land a rounding error outside [low, high] when every price is equal.
@@ -56,8 +61,8 @@ class AuditReport:
         parts = []
         for check in self.failures:
             example = check.examples[0] if check.examples else {}
-            where = " ".join(str(example.get(k, "")) for k in _KEY_COLUMNS)
-            parts.append(f"{check.name}: {check.failed} (e.g. {where})")
+            where = ", ".join(f"{k}={v}" for k, v in example.items())
+            parts.append(f"{check.name}: {check.failed}" + (f" (e.g. {where})" if where else ""))
         return f"{self.timeframe} {self.range}: {len(self.failures)} check(s) failed of {self.candles} candles: " + "; ".join(parts)
 
     def to_dict(self) -> dict:
@@ -110,5 +115,44 @@ def invariant_checks(candles: pa.Table, tf: Timeframe) -> list[CheckResult]:
     return [CheckResult(name, int(mask.sum()), _examples(frame, mask, cols) if mask.any() else []) for name, mask, cols in rules]
 
 
-def audit_candles(candles: pa.Table, tf: Timeframe, range_label: str) -> AuditReport:
-    return AuditReport(tf.name, range_label, candles.num_rows, invariant_checks(candles, tf))
+def reconcile(candles: pa.Table, source: pa.Table) -> CheckResult:
+    """sum(trade_count) per (exchange, symbol) against the distinct trades the source holds."""
+    have = candles.to_pandas()[["exchange", "symbol", "trade_count"]].groupby(["exchange", "symbol"])["trade_count"].sum()
+    want = source.to_pandas().set_index(["exchange", "symbol"])["trades"] if source.num_rows else pd.Series(dtype="int64")
+    both = pd.concat([have.rename("candles"), want.rename("trades")], axis=1).fillna(0).astype("int64")
+    wrong = both[both["candles"] != both["trades"]].reset_index()
+    examples = [
+        {"exchange": r.exchange, "symbol": r.symbol, "sum(trade_count)": int(r.candles), "distinct trades": int(r.trades)}
+        for r in wrong.head(EXAMPLES_PER_CHECK).itertuples()
+    ]
+    return CheckResult("reconciliation: sum(trade_count) = distinct trades, per exchange and symbol", len(wrong), examples)
+
+
+def sample_checks(candles: pa.Table, sample_spec: str, seed_text: str) -> list[CheckResult]:
+    """The Pandera model on a seeded sample that always holds each series' newest window."""
+    from ohlcv.candle_model import model_failures, sample_candles
+
+    frame = candles.to_pandas(date_as_object=True)
+    sample = sample_candles(frame, sample_spec, seed_text)
+    failures = model_failures(sample)
+    results = [CheckResult(f"pandera model on a sample of {len(sample)}", 0)] if not failures else []
+    for name, indexes in failures.items():
+        mask = frame.index.isin(indexes)
+        results.append(CheckResult(f"{name} (in a sample of {len(sample)})", len(indexes), _examples(frame, mask, [])))
+    return results
+
+
+def audit_candles(
+    candles: pa.Table,
+    tf: Timeframe,
+    range_label: str,
+    source_counts: pa.Table | None = None,
+    sample_spec: str = "5000",
+) -> AuditReport:
+    """Every check on a batch of candles; `source_counts` (exchange, symbol, trades) enables reconciliation."""
+    checks = invariant_checks(candles, tf)
+    if candles.num_rows:
+        checks += sample_checks(candles, sample_spec, f"{tf.name} {range_label}")
+    if source_counts is not None:
+        checks.append(reconcile(candles, source_counts))
+    return AuditReport(tf.name, range_label, candles.num_rows, checks)

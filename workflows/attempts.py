@@ -131,6 +131,8 @@ def run_step(
             elif not isinstance(error, OhlcvError):
                 error = TerminalError(str(error))
             entry.update(status="FAILED", error=str(error))
+            if hasattr(error, "report"):  # an audit failure: keep every check, count and example
+                entry["report"] = error.report.to_dict()
             journal.record(ctx.workflow_id, ctx.task_id, entry)
             metrics.run_finished(ctx.timeframe, "failed")
             log.error("%s failed (%s after %d tries): %s", ctx.task_id, outcome, number, error)

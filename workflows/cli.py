@@ -48,6 +48,11 @@ def _register_operations() -> None:
     app.add_typer(cli_ops.workflows_app, name="workflows")
     app.command()(cli_ops.schedule)
     app.command()(cli_ops.status)
+    from workflows import cli_quality
+
+    app.command()(cli_quality.validate)
+    app.command()(cli_quality.retention)
+    app.command()(cli_quality.maintain)
 
 
 @app.callback()

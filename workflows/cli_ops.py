@@ -85,6 +85,20 @@ def show_run(workflow_id: str = typer.Argument(..., help="A workflow id from `oh
             detail = f"{detail}  (earlier: {'; '.join(retried)})"
         table.add_row(task_id, entry.get("status", ""), str(len(attempts)), f"{seconds:.2f}", str(detail))
     show(table)
+    for task_id, entry in entries.items():
+        if "report" in entry:
+            _show_report(task_id, entry["report"])
+
+
+def _show_report(task_id: str, report: dict) -> None:
+    """The audit report a step kept: each failing check, its count and example rows."""
+    console.print(f"[bold]audit report of {task_id}[/]: {report['timeframe']} {report['range']}, {report['candles']} candles")
+    table = Table("check", "failed", "example rows")
+    for check in report["checks"]:
+        if check["failed"]:
+            examples = "\n".join(", ".join(f"{k}={v}" for k, v in row.items()) for row in check["examples"])
+            table.add_row(check["name"], str(check["failed"]), examples)
+    show(table)
 
 
 @workflows_app.command("resume")
@@ -136,7 +150,8 @@ def schedule(
 ) -> None:
     """Fire each timeframe's tick workflow on its cron; meant to run as a Ray job (see README)."""
     from workflows.launcher import WorkflowLauncher
-    from workflows.scheduler import Scheduler
+    from workflows.runs import UPKEEP
+    from workflows.scheduler import Job, Scheduler
 
     if as_of is not None and not once:
         raise InputError("--as-of needs --once: a long-running scheduler follows the real clock")
@@ -153,9 +168,8 @@ def schedule(
         text = f"{event.at:%Y-%m-%dT%H:%M:%SZ} {event.timeframe:>3} {event.kind}{tick} {event.detail}".rstrip()
         console.print(f"[{colour}]{text}[/]" if colour else text, soft_wrap=True)
 
-    scheduler = Scheduler(
-        timeframes.resolve("all"), WorkflowLauncher(settings), clock, settings.catchup, settings.overlap, on_event=say
-    )
+    jobs = [*timeframes.resolve("all"), Job(UPKEEP, settings.upkeep_cron)]
+    scheduler = Scheduler(jobs, WorkflowLauncher(settings), clock, settings.catchup, settings.overlap, on_event=say)
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: scheduler.stop())
     if once:
@@ -182,30 +196,31 @@ def _duration(seconds: float) -> str:
 
 
 def status() -> None:
-    """Per timeframe: last successful tick, freshness lag, last failure and its reason, next tick."""
+    """Per timeframe (and the daily upkeep): last success, freshness lag, last failure, next tick."""
     from workflows import runs
-    from workflows.launcher import tick_statuses
-    from workflows.scheduler import next_tick
+    from workflows.launcher import scheduled_statuses
+    from workflows.scheduler import Job, next_tick
 
+    settings = from_environment()
     workflow = _connect()
     now = utc_now()
-    ticks = tick_statuses(workflow)
-    table = Table("timeframe", "last success (as-of)", "freshness lag", "running", "last failure", "next tick")
-    for tf in timeframes.TIMEFRAMES.values():
-        mine = [t for t in ticks if t[1].name == tf.name]
-        done = [t for t in mine if t[3] == "SUCCESSFUL"]
-        failed = [t for t in mine if t[3] == "FAILED"]
-        running = [t for t in mine if t[3] == "RUNNING"]
-        last = max(done, key=lambda t: t[2], default=None)
+    runs_by_job: dict[str, list] = {}
+    for workflow_id, name, tick, state in scheduled_statuses(workflow):
+        runs_by_job.setdefault(name, []).append((workflow_id, tick, state))
+    table = Table("job", "last success (as-of)", "freshness lag", "running", "last failure", "next tick")
+    jobs = [*timeframes.TIMEFRAMES.values(), Job(runs.UPKEEP, settings.upkeep_cron)]
+    for job in jobs:
+        mine = runs_by_job.get(job.name, [])
+        last = max((r for r in mine if r[2] == "SUCCESSFUL"), key=lambda r: r[1], default=None)
+        worst = max((r for r in mine if r[2] == "FAILED"), key=lambda r: r[1], default=None)
+        running = sum(1 for r in mine if r[2] == "RUNNING")
         lag = ""
-        if last is not None:
-            seconds = (now - tick_range(tf, last[2]).end).total_seconds()
-            lag = _duration(seconds)
-        worst = max(failed, key=lambda t: t[2], default=None)
-        failure = f"{worst[2]:%Y-%m-%d %H:%M}: {runs.failure_of(worst[0]).split(': ', 1)[1]}" if worst else ""
+        if last is not None and job.name in timeframes.TIMEFRAMES:
+            lag = _duration((now - tick_range(timeframes.get(job.name), last[1]).end).total_seconds())
+        failure = f"{worst[1]:%Y-%m-%d %H:%M}: {runs.failure_of(worst[0]).split(': ', 1)[1]}" if worst else ""
         table.add_row(
-            tf.name, f"{last[2]:%Y-%m-%d %H:%M}" if last else "never", lag, str(len(running)) if running else "",
-            failure, f"{next_tick(tf, now):%Y-%m-%d %H:%M}",
+            job.name, f"{last[1]:%Y-%m-%d %H:%M}" if last else "never", lag, str(running) if running else "",
+            failure, f"{next_tick(job, now):%Y-%m-%d %H:%M}",
         )
     show(table)
     errors.print(f"times in UTC; now {now:%Y-%m-%d %H:%M}")

@@ -5,18 +5,18 @@ from __future__ import annotations
 from datetime import datetime
 
 from ohlcv.settings import Settings
-from ohlcv.timeframes import Timeframe
+from ohlcv.timeframes import TIMEFRAMES
 from workflows import runs
 from workflows.runtime import import_ray
 
-__all__ = ["WorkflowLauncher", "tick_statuses"]
+__all__ = ["WorkflowLauncher", "scheduled_statuses"]
 
 
-def tick_statuses(workflow) -> list[tuple[str, Timeframe, datetime, str]]:
-    """(workflow_id, timeframe, tick, status name) of every tick workflow in storage."""
+def scheduled_statuses(workflow) -> list[tuple[str, str, datetime, str]]:
+    """(workflow_id, job name, tick, status name) of every scheduled workflow in storage."""
     found = []
     for workflow_id, status in workflow.list_all():
-        parsed = runs.parse_tick_id(workflow_id)
+        parsed = runs.parse_scheduled_id(workflow_id)
         if parsed is not None:
             found.append((workflow_id, parsed[0], parsed[1], status.name))
     return found
@@ -32,24 +32,26 @@ class WorkflowLauncher:
 
     def history(self) -> dict[str, datetime]:
         newest: dict[str, datetime] = {}
-        for _, tf, tick, _ in tick_statuses(self.workflow):
-            newest[tf.name] = max(tick, newest.get(tf.name, tick))
+        for _, name, tick, _ in scheduled_statuses(self.workflow):
+            newest[name] = max(tick, newest.get(name, tick))
         return newest
 
     def resume_interrupted(self) -> dict[str, object]:
         """Resume ticks a cluster failure interrupted; adopt ticks still running elsewhere."""
         handles: dict[str, object] = {}
-        for workflow_id, tf, tick, status in sorted(tick_statuses(self.workflow), key=lambda t: t[2]):
+        for workflow_id, name, tick, status in sorted(scheduled_statuses(self.workflow), key=lambda t: t[2]):
             if status == "RUNNING":
-                handles[tf.name] = (workflow_id, None)
+                handles[name] = (workflow_id, None)
         for workflow_id, ref in self.workflow.resume_all(include_failed=False):
-            parsed = runs.parse_tick_id(workflow_id)
+            parsed = runs.parse_scheduled_id(workflow_id)
             if parsed is not None:
-                handles[parsed[0].name] = (workflow_id, ref)
+                handles[parsed[0]] = (workflow_id, ref)
         return handles
 
-    def start(self, tf: Timeframe, tick: datetime) -> object:
-        return runs.start_tick(self.settings, tf, tick)
+    def start(self, job, tick: datetime) -> object:
+        if job.name == runs.UPKEEP:
+            return runs.start_upkeep(self.settings, tick)
+        return runs.start_tick(self.settings, TIMEFRAMES[job.name], tick)
 
     def running(self, handle: object) -> bool:
         workflow_id, ref = handle

@@ -22,7 +22,7 @@ from ohlcv.windows import Chunk, WindowRange
 from workflows.runtime import call
 from workflows.spark_service import spark_service
 
-__all__ = ["Aggregated", "aggregate_chunk", "cancel_request", "commit_chunk", "run_chunks", "ChunkOutcome", "candles_in"]
+__all__ = ["Aggregated", "aggregate_chunk", "trade_counts", "cancel_request", "commit_chunk", "run_chunks", "ChunkOutcome", "candles_in"]
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +32,8 @@ class Aggregated:
     """What the Spark service returned for one chunk."""
 
     candles: dict[str, pa.Table]
+    # Distinct trades per (exchange, symbol) in each target range, counted apart from the candles.
+    source_counts: dict[tuple[datetime, datetime], pa.Table]
     files: int
     bytes: int
     read_mode: str
@@ -50,8 +52,17 @@ def aggregate_chunk(settings: Settings, chunk: Chunk, request_id: str | None = N
     """Candles of every timeframe of the chunk over its read range (one Spark pass)."""
     service = spark_service(settings)  # keep the handle in a variable: see DESIGN section 6
     names = [tf.name for tf in chunk.timeframes]
-    result = call(service.aggregate.remote(settings, names, chunk.read.start, chunk.read.end, request_id))
-    return Aggregated(result["candles"], result["files"], result["bytes"], result["read_mode"], result["seconds"])
+    ranges = tuple(sorted({(rng.start, rng.end) for _, rng in chunk.targets}))
+    result = call(service.aggregate.remote(settings, names, chunk.read.start, chunk.read.end, request_id, ranges))
+    return Aggregated(
+        result["candles"], result["source_counts"], result["files"], result["bytes"], result["read_mode"], result["seconds"]
+    )
+
+
+def trade_counts(settings: Settings, tfs, rng: WindowRange) -> dict[str, pa.Table]:
+    """Distinct trades per window of each timeframe over `rng`, computed by the Spark service."""
+    service = spark_service(settings)
+    return call(service.trade_counts.remote(settings, [tf.name for tf in tfs], rng.start, rng.end))
 
 
 def cancel_request(settings: Settings, request_id: str) -> None:

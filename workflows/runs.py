@@ -29,6 +29,10 @@ from workflows.runtime import ensure_ray, import_ray, import_workflow, require_w
 __all__ = [
     "tick_workflow_id",
     "parse_tick_id",
+    "parse_scheduled_id",
+    "upkeep_workflow_id",
+    "start_upkeep",
+    "UPKEEP",
     "backfill_workflow_id",
     "tick_dag",
     "backfill_dag",
@@ -43,6 +47,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _TICK_ID = re.compile(r"^ohlcv-(?P<tf>[0-9a-z]+)-(?P<at>\d{8}T\d{4}Z)$")
+UPKEEP = "upkeep"  # the name of the daily upkeep job, as the scheduler and the ids know it
 
 
 def connect(settings: Settings):
@@ -57,11 +62,38 @@ def tick_workflow_id(tf: Timeframe, as_of: datetime) -> str:
 
 
 def parse_tick_id(workflow_id: str) -> tuple[Timeframe, datetime] | None:
+    parsed = parse_scheduled_id(workflow_id)
+    return (TIMEFRAMES[parsed[0]], parsed[1]) if parsed and parsed[0] in TIMEFRAMES else None
+
+
+def parse_scheduled_id(workflow_id: str) -> tuple[str, datetime] | None:
+    """(job name, tick) of a scheduled workflow: a timeframe's tick or the daily upkeep."""
     match = _TICK_ID.match(workflow_id)
-    if not match or match["tf"] not in TIMEFRAMES:
+    if not match or (match["tf"] not in TIMEFRAMES and match["tf"] != UPKEEP):
         return None
-    at = datetime.strptime(match["at"], "%Y%m%dT%H%MZ").replace(tzinfo=timezone.utc)
-    return TIMEFRAMES[match["tf"]], at
+    return match["tf"], datetime.strptime(match["at"], "%Y%m%dT%H%MZ").replace(tzinfo=timezone.utc)
+
+
+def upkeep_workflow_id(at: datetime) -> str:
+    return f"ohlcv-{UPKEEP}-{as_utc(at):%Y%m%dT%H%MZ}"
+
+
+def upkeep_dag(settings: Settings, at: datetime):
+    from workflows.steps import UPKEEP_STEPS, upkeep_step
+
+    previous = None
+    for step in UPKEEP_STEPS:
+        previous = upkeep_step.options(**_options(settings, step)).bind(settings, step, at, previous)
+    return previous
+
+
+def start_upkeep(settings: Settings, at: datetime):
+    """Start (or resume, or fetch) the daily upkeep workflow of a tick; (workflow_id, ObjectRef)."""
+    workflow = connect(settings)
+    at = _minute(at)
+    workflow_id = upkeep_workflow_id(at)
+    metadata = {"kind": UPKEEP, "at": at.isoformat(), "namespace": settings.namespace}
+    return workflow_id, workflow.run_async(upkeep_dag(settings, at), workflow_id=workflow_id, metadata=metadata)
 
 
 def backfill_workflow_id(tfs: list[Timeframe], start: datetime, end: datetime, invoked: datetime) -> str:

@@ -1,5 +1,8 @@
 """The cron scheduler: fires each timeframe's tick workflow on its cron, as a long-running Ray job.
 
+It schedules jobs: anything with a `name` and a `cron`, that is every Timeframe of the
+timeframe table, plus the daily upkeep (`Job("upkeep", settings.upkeep_cron)`).
+
 Rules:
 - a timeframe never has two ticks running at once; a tick that falls due while the previous
   one still runs is skipped (its lookback is covered by the next) or waits, per `overlap`;
@@ -25,20 +28,32 @@ from typing import Protocol
 
 from croniter import croniter
 
-from ohlcv.timeframes import Timeframe
 from ohlcv.windows import as_utc
 
-__all__ = ["CATCH_UP_LIMIT", "next_tick", "latest_tick", "due_ticks", "catch_up", "Launcher", "Scheduler", "Event"]
+__all__ = ["Job", "Scheduled", "CATCH_UP_LIMIT", "next_tick", "latest_tick", "due_ticks", "catch_up", "Launcher", "Scheduler", "Event"]
 
 log = logging.getLogger(__name__)
 
 
-def next_tick(tf: Timeframe, after: datetime) -> datetime:
+class Scheduled(Protocol):
+    """What the scheduler fires: a Timeframe, or a Job such as the daily upkeep."""
+
+    name: str
+    cron: str
+
+
+@dataclass(frozen=True)
+class Job:
+    name: str
+    cron: str
+
+
+def next_tick(tf: Scheduled, after: datetime) -> datetime:
     """The first cron tick strictly after `after`."""
     return as_utc(croniter(tf.cron, as_utc(after)).get_next(datetime))
 
 
-def latest_tick(tf: Timeframe, at_or_before: datetime) -> datetime:
+def latest_tick(tf: Scheduled, at_or_before: datetime) -> datetime:
     """The newest cron tick at or before the given time."""
     moment = as_utc(at_or_before)
     candidate = as_utc(croniter(tf.cron, moment).get_prev(datetime))
@@ -51,7 +66,7 @@ def latest_tick(tf: Timeframe, at_or_before: datetime) -> datetime:
 CATCH_UP_LIMIT = 10_000
 
 
-def due_ticks(tf: Timeframe, after: datetime, until: datetime, limit: int = CATCH_UP_LIMIT) -> list[datetime]:
+def due_ticks(tf: Scheduled, after: datetime, until: datetime, limit: int = CATCH_UP_LIMIT) -> list[datetime]:
     """Cron ticks in `(after, until]`, oldest first; only the newest `limit` of them."""
     after, until = as_utc(after), as_utc(until)
     # croniter has whole-second precision: start one second past `until` so a tick at
@@ -67,7 +82,7 @@ def due_ticks(tf: Timeframe, after: datetime, until: datetime, limit: int = CATC
     return newest_first[::-1]
 
 
-def catch_up(tf: Timeframe, last_fired: datetime | None, now: datetime, policy: str) -> tuple[list[datetime], int]:
+def catch_up(tf: Scheduled, last_fired: datetime | None, now: datetime, policy: str) -> tuple[list[datetime], int]:
     """(ticks to fire now, missed ticks not fired) for a scheduler (re)starting at `now`.
 
     Without history the newest due tick is fired, so a new deployment produces candles at once.
@@ -86,7 +101,7 @@ class Launcher(Protocol):
 
     def history(self) -> dict[str, datetime]: ...  # newest tick ever started, per timeframe name
     def resume_interrupted(self) -> dict[str, object]: ...  # timeframe name -> handle of a resumed tick
-    def start(self, tf: Timeframe, tick: datetime) -> object: ...  # handle
+    def start(self, tf: Scheduled, tick: datetime) -> object: ...  # handle
     def running(self, handle: object) -> bool: ...
     def finished(self, handle: object) -> str: ...  # "succeeded" or the failure's one line
 
@@ -102,7 +117,7 @@ class Event:
 
 @dataclass
 class Scheduler:
-    timeframes: list[Timeframe]
+    jobs: list[Scheduled]
     launcher: Launcher
     clock: Callable[[], datetime]
     catchup: str = "coalesce"
@@ -143,7 +158,7 @@ class Scheduler:
             self._running[name] = (None, handle)
             self._emit(now, name, "resumed")
         history = self.launcher.history()
-        for tf in self.timeframes:
+        for tf in self.jobs:
             fire, coalesced = catch_up(tf, history.get(tf.name), now, self.catchup)
             if coalesced:
                 at_least = "at least " if coalesced + len(fire) >= CATCH_UP_LIMIT else ""
@@ -154,7 +169,7 @@ class Scheduler:
                 self._fire(tf, tick, now)
             self._next[tf.name] = next_tick(tf, now)
 
-    def _fire(self, tf: Timeframe, tick: datetime, now: datetime) -> None:
+    def _fire(self, tf: Scheduled, tick: datetime, now: datetime) -> None:
         if tf.name in self._running:
             if self.overlap == "wait":
                 self._waiting[tf.name] = tick  # only the newest waiting tick matters
@@ -172,7 +187,7 @@ class Scheduler:
             del self._running[name]
             outcome = self.launcher.finished(handle)
             self._emit(now, name, "finished" if outcome == "succeeded" else "failed", tick, "" if outcome == "succeeded" else outcome)
-        for tf in self.timeframes:
+        for tf in self.jobs:
             if tf.name in self._waiting and tf.name not in self._running:
                 self._fire(tf, self._waiting.pop(tf.name), now)
 
@@ -180,7 +195,7 @@ class Scheduler:
         """One pass: collect finished ticks, fire the ones due (several passed ones coalesce)."""
         now = self.clock()
         self._reap(now)
-        for tf in self.timeframes:
+        for tf in self.jobs:
             if self._next[tf.name] <= now:
                 # Normally one tick is due; after a stall (a suspended process) several are,
                 # and the newest covers the others, as at start-up.

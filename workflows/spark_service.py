@@ -170,43 +170,86 @@ class SparkService:
             self._catalogs[key] = open_catalog(settings)
         return self._catalogs[key]
 
-    def aggregate(
-        self, settings: Settings, timeframes: list[str], start: datetime, end: datetime, request_id: str | None = None
-    ) -> dict:
-        """Candles of `timeframes` for trades in `[start, end)`, from one read of the trades.
-
-        The Spark jobs run in a job group named `request_id`, so `cancel(request_id)` stops them.
-        """
-        from ohlcv import aggregate, timeframes as tfs
+    def _over_trades(self, settings: Settings, start: datetime, end: datetime, request_id: str | None, label: str, work):
+        """Run `work(unique_trades, read_plan)` over the deduplicated trades of [start, end)."""
+        from ohlcv import aggregate
         from ohlcv.catalog import load_trades
         from ohlcv.store import read_trades
         from ohlcv.windows import WindowRange
 
         self.requests += 1
-        started = time.monotonic()
-        chosen = [tfs.get(name) for name in timeframes]
         rng = WindowRange(start, end)
         request_id = request_id or uuid.uuid4().hex
-        self.spark.sparkContext.setJobGroup(request_id, f"ohlcv {','.join(timeframes)} {rng}", interruptOnCancel=True)
+        self.spark.sparkContext.setJobGroup(request_id, f"ohlcv {label} {rng}", interruptOnCancel=True)
         try:
             table = load_trades(self._catalog(settings), settings.namespace)
             trades, plan = read_trades(self.spark, table, rng, settings.read_mode, self.sizing.slots)
-            frames = aggregate.candles_for(trades, chosen)
+            # Candles and the reconciliation counts both start from these rows: read them once.
+            unique = aggregate.dedupe_trades(trades).persist()
             try:
-                candles = {name: aggregate.collect_candles(frame) for name, frame in frames.items()}
+                return work(unique, plan)
             finally:
-                aggregate.release(frames)
+                unique.unpersist()
         except OhlcvError:
             raise
         except Exception as exc:  # py4j errors are not picklable: pass on their meaning, not the object
             raise _spark_error(exc) from None
-        return {
-            "candles": candles,
-            "files": plan.files,
-            "bytes": plan.bytes,
-            "read_mode": plan.mode,
-            "seconds": time.monotonic() - started,
-        }
+
+    def aggregate(
+        self,
+        settings: Settings,
+        timeframes: list[str],
+        start: datetime,
+        end: datetime,
+        request_id: str | None = None,
+        count_ranges: tuple[tuple[datetime, datetime], ...] = (),
+    ) -> dict:
+        """Candles of `timeframes` for trades in `[start, end)`, from one read of the trades, and
+        the distinct trades per (exchange, symbol) in each of `count_ranges` (for reconciliation).
+
+        The Spark jobs run in a job group named `request_id`, so `cancel(request_id)` stops them.
+        """
+        from ohlcv import aggregate, timeframes as tfs
+        from ohlcv.store import micros
+
+        started = time.monotonic()
+        chosen = [tfs.get(name) for name in timeframes]
+
+        def work(unique, plan) -> dict:
+            frames = aggregate.candles_for(unique, chosen, deduped=True)
+            try:
+                candles = {name: aggregate.collect_candles(frame) for name, frame in frames.items()}
+            finally:
+                aggregate.release(frames)
+            counts = {
+                (lo, hi): aggregate.collect_arrow(aggregate.trades_per_series(unique, micros(lo), micros(hi)), aggregate.SERIES_COUNTS)
+                for lo, hi in count_ranges
+            }
+            return {
+                "candles": candles,
+                "source_counts": counts,
+                "files": plan.files,
+                "bytes": plan.bytes,
+                "read_mode": plan.mode,
+                "seconds": time.monotonic() - started,
+            }
+
+        return self._over_trades(settings, start, end, request_id, ",".join(timeframes), work)
+
+    def trade_counts(self, settings: Settings, timeframes: list[str], start: datetime, end: datetime) -> dict:
+        """Distinct trades per (exchange, symbol, window) of each timeframe, for trades in [start, end)."""
+        from ohlcv import aggregate, timeframes as tfs
+
+        chosen = [tfs.get(name) for name in timeframes]
+
+        def work(unique, plan) -> dict:
+            frames = aggregate.trades_per_window(unique, chosen)
+            try:
+                return {name: aggregate.collect_arrow(frame, aggregate.WINDOW_COUNTS) for name, frame in frames.items()}
+            finally:
+                aggregate.release(frames)
+
+        return self._over_trades(settings, start, end, None, "counts " + ",".join(timeframes), work)
 
     def cancel(self, request_id: str) -> None:
         """Stop the Spark jobs of a request (a timed-out step), leaving the session up."""

@@ -24,7 +24,11 @@ from workflows.attempts import StepContext, StepPolicy, run_step
 from workflows.runtime import import_workflow
 from workflows.pipeline import Aggregated, aggregate_chunk, cancel_request, candles_in, commit_chunk
 
-__all__ = ["plan_step", "aggregate_step", "validate_step", "commit_step", "summarize_step"]
+__all__ = ["plan_step", "aggregate_step", "validate_step", "commit_step", "summarize_step", "upkeep_step", "UPKEEP_STEPS"]
+
+# The daily upkeep, in order: drop expired partitions first (less to compact), then compact,
+# then expire snapshots (the compaction's replaced files become unreferenced), then delete them.
+UPKEEP_STEPS = ("retention", "compact", "expire", "orphans")
 
 
 def _context(step: str, chunks: list[Chunk]) -> StepContext:
@@ -65,8 +69,12 @@ def plan_step(settings: Settings, chunks: list[Chunk]) -> dict:
 
 
 def _aggregate_work(settings: Settings, chunk: Chunk, request_id: str) -> Aggregated:
-    failpoints.hit(settings, "aggregate")
-    return aggregate_chunk(settings, chunk, request_id)
+    armed = failpoints.hit(settings, "aggregate")
+    aggregated = aggregate_chunk(settings, chunk, request_id)
+    if armed is not None:  # a test proving that the audit refuses bad candles
+        first = chunk.timeframes[0].name
+        aggregated.candles[first] = failpoints.corrupt(aggregated.candles[first], armed["kinds"])
+    return aggregated
 
 
 def _aggregate_summary(result: Aggregated) -> dict:
@@ -94,8 +102,15 @@ def aggregate_step(settings: Settings, chunk: Chunk, after: object = None) -> Ag
 
 
 def _validate_work(settings: Settings, chunk: Chunk, aggregated: Aggregated) -> list[dict]:
+    """The audit before publish: nothing is committed unless every check passes."""
     failpoints.hit(settings, "validate")
-    reports = [audit_candles(candles_in(aggregated.candles[tf.name], rng), tf, str(rng)) for tf, rng in chunk.targets]
+    reports = [
+        audit_candles(
+            candles_in(aggregated.candles[tf.name], rng), tf, str(rng),
+            source_counts=aggregated.source_counts[(rng.start, rng.end)], sample_spec=settings.audit_sample,
+        )
+        for tf, rng in chunk.targets
+    ]
     for report in reports:
         for check in report.failures:
             metrics.validation_failed(report.timeframe, check.name, check.failed)
@@ -154,3 +169,61 @@ def summarize_step(settings: Settings, chunks: list[Chunk], *commits: list[Commi
     for name in ctx.timeframe.split(","):
         metrics.run_finished(name, "succeeded")
     return [result for chunk_results in commits for result in chunk_results]
+
+
+# ---------------------------------------------------------------------------------------- upkeep
+
+
+def _upkeep_context(step: str) -> StepContext:
+    import_workflow()
+    from ray.workflow import workflow_context
+
+    workflow_id, task_id = workflow_context.get_current_workflow_id(), workflow_context.get_current_task_id()
+    logs.bind(workflow_id, task_id)
+    return StepContext(workflow_id, task_id, step, "upkeep")
+
+
+def _retention_work(settings: Settings, at: datetime) -> dict:
+    from ohlcv.retention import retention_all
+
+    failpoints.hit(settings, "retention")
+    results = retention_all(open_catalog(settings), settings.namespace, at)
+    return {r.table: f"{len(r.partitions)} partitions, {r.rows} rows before {r.cutoff:%Y-%m-%d}" for r in results}
+
+
+def _compact_work(settings: Settings, at: datetime) -> dict:
+    from ohlcv.upkeep import compact_all
+
+    failpoints.hit(settings, "compact")
+    return {r.table: f"{r.partitions} partitions, {r.files_before} -> {r.files_after} files" for r in compact_all(open_catalog(settings), settings.namespace, at)}
+
+
+def _expire_work(settings: Settings, at: datetime) -> dict:
+    from datetime import timedelta
+
+    from ohlcv.upkeep import expire_all
+
+    failpoints.hit(settings, "expire")
+    return expire_all(open_catalog(settings), settings.namespace, at - timedelta(days=settings.snapshot_days))
+
+
+def _orphans_work(settings: Settings, at: datetime) -> dict:
+    from ohlcv.upkeep import remove_unreferenced_all
+
+    failpoints.hit(settings, "orphans")
+    # The wall clock, not the tick: the grace period protects commits in flight right now.
+    now = datetime.now(timezone.utc)
+    return {r.table: f"{r.deleted} files, {r.bytes} bytes" for r in remove_unreferenced_all(open_catalog(settings), settings.namespace, now)}
+
+
+_UPKEEP_WORK = {"retention": _retention_work, "compact": _compact_work, "expire": _expire_work, "orphans": _orphans_work}
+
+
+@ray.remote
+def upkeep_step(settings: Settings, step: str, at: datetime, after: object = None) -> dict:
+    """One step of the daily upkeep: retention, compact, expire or orphans (in that order)."""
+    ctx = _upkeep_context(step)
+    result = run_step(ctx, StepPolicy.from_settings(settings), _UPKEEP_WORK[step], (settings, at), summarize=lambda r: r)
+    if step == "orphans":
+        metrics.run_finished("upkeep", "succeeded")
+    return result

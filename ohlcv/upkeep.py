@@ -1,0 +1,168 @@
+"""Table upkeep: compact small files, expire old snapshots, delete files nothing references.
+
+- Compaction: every tick commits a few small files (288 a day for 1m). Once a partition is
+  closed (no scheduled tick writes there again: it ends before the timeframe's lookback), its
+  rows are rewritten as one file with one `overwrite` of the partition range: the same rows,
+  `created_at`/`updated_at` included, in one atomic commit.
+- Expiry: snapshots older than the setting go (the current one always stays).
+- Unreferenced files: pyiceberg's expiry drops snapshots but leaves their files on disk. A
+  file under the table's location is deleted only when no remaining snapshot references it
+  (manifest lists, manifests, data and delete files), it is not a metadata file still in the
+  metadata log, and it is older than a grace period, so the files of a commit in flight are
+  never touched.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from urllib.parse import urlsplit
+
+from pyarrow import fs as pafs
+from pyiceberg.table import Table
+
+from ohlcv.retention import partitions
+from ohlcv.store import range_filter
+from ohlcv.timeframes import Timeframe
+from ohlcv.windows import WindowRange, next_partition_start, tick_range
+
+__all__ = [
+    "ORPHAN_GRACE",
+    "CompactResult",
+    "compact",
+    "compact_all",
+    "expire_snapshots",
+    "expire_all",
+    "referenced_files",
+    "OrphanResult",
+    "remove_unreferenced",
+    "remove_unreferenced_all",
+]
+
+log = logging.getLogger(__name__)
+
+# A file younger than this may belong to a commit still in flight: never deleted.
+ORPHAN_GRACE = timedelta(hours=1)
+# Rows rewritten per commit at most: contiguous partitions are compacted together up to this.
+_ROWS_PER_COMMIT = 2_000_000
+
+
+@dataclass(frozen=True)
+class CompactResult:
+    table: str
+    partitions: int
+    files_before: int
+    files_after: int
+    commits: int
+
+
+def compact(table: Table, tf: Timeframe, now: datetime, min_files: int = 2) -> CompactResult:
+    """Rewrite each closed partition that has `min_files` or more files as one file."""
+    closed_before = tick_range(tf, now).start
+    candidates = [
+        p for p in partitions(table) if p.files >= min_files and next_partition_start(p.start, tf) <= closed_before
+    ]
+    commits = 0
+    batch: list = []
+    for index, part in enumerate(candidates):
+        batch.append(part)
+        following = candidates[index + 1] if index + 1 < len(candidates) else None
+        contiguous = following is not None and following.start == next_partition_start(part.start, tf)
+        if not contiguous or sum(p.rows for p in batch) >= _ROWS_PER_COMMIT:
+            _rewrite(table, WindowRange(batch[0].start, next_partition_start(batch[-1].start, tf)))
+            commits += 1
+            batch = []
+    files_after = sum(p.files for p in partitions(table) if any(p.start == c.start for c in candidates))
+    return CompactResult(table.name()[-1], len(candidates), sum(p.files for p in candidates), files_after, commits)
+
+
+def _rewrite(table: Table, rng: WindowRange) -> None:
+    window = range_filter("window_start", rng)
+    rows = table.scan(row_filter=window).to_arrow().sort_by([("window_start", "ascending"), ("exchange", "ascending"), ("symbol", "ascending")])
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Delete operation did not match any records")
+        table.overwrite(rows, overwrite_filter=window, snapshot_properties={"ohlcv.compaction": str(rng)})
+    log.info("compacted %s %s: %d rows", table.name()[-1], rng, rows.num_rows)
+
+
+def expire_snapshots(table: Table, older_than: datetime) -> int:
+    """Expire snapshots committed before `older_than`; the current snapshot always stays."""
+    before = len(table.metadata.snapshots)
+    table.maintenance.expire_snapshots().older_than(older_than).commit()
+    table.refresh()
+    return before - len(table.metadata.snapshots)
+
+
+def _normal(path: str) -> str:
+    """A file's identity across "file:///x", "/x", "s3://b/k" and "b/k" spellings."""
+    parts = urlsplit(path)
+    return (parts.netloc + parts.path) if parts.scheme and len(parts.scheme) > 1 else path
+
+
+def referenced_files(table: Table) -> set[str]:
+    """Every file some remaining snapshot or the metadata log still needs."""
+    metadata, io = table.metadata, table.io
+    keep = {_normal(table.metadata_location)}
+    keep |= {_normal(entry.metadata_file) for entry in metadata.metadata_log}
+    keep |= {_normal(s.statistics_path) for s in metadata.statistics}
+    keep |= {_normal(s.statistics_path) for s in metadata.partition_statistics}
+    for snapshot in metadata.snapshots:
+        keep.add(_normal(snapshot.manifest_list))
+        for manifest in snapshot.manifests(io):
+            keep.add(_normal(manifest.manifest_path))
+            for entry in manifest.fetch_manifest_entry(io, discard_deleted=True):
+                keep.add(_normal(entry.data_file.file_path))
+    return keep
+
+
+@dataclass(frozen=True)
+class OrphanResult:
+    table: str
+    listed: int
+    deleted: int
+    bytes: int
+
+
+def remove_unreferenced(table: Table, now: datetime, grace: timedelta = ORPHAN_GRACE, dry_run: bool = False) -> OrphanResult:
+    """Delete files under the table's location that nothing references and that are old enough."""
+    table.refresh()
+    keep = referenced_files(table)
+    filesystem, root = pafs.FileSystem.from_uri(table.location())
+    listing = filesystem.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True))
+    cutoff = now - grace
+    deleted = size = 0
+    files = [info for info in listing if info.type == pafs.FileType.File]
+    for info in files:
+        if _normal(info.path) in keep or _normal("/" + info.path.lstrip("/")) in keep:
+            continue
+        modified = info.mtime if info.mtime is None or info.mtime.tzinfo else info.mtime.replace(tzinfo=timezone.utc)
+        if modified is not None and modified > cutoff:
+            continue
+        if not dry_run:
+            filesystem.delete_file(info.path)
+        deleted += 1
+        size += info.size or 0
+    log.info("%s: %d unreferenced files (%d bytes) %s", table.name()[-1], deleted, size, "found" if dry_run else "deleted")
+    return OrphanResult(table.name()[-1], len(files), deleted, size)
+
+
+def compact_all(catalog, namespace: str, now: datetime) -> list[CompactResult]:
+    from ohlcv.catalog import load_candles
+    from ohlcv.timeframes import TIMEFRAMES
+
+    return [compact(load_candles(catalog, namespace, tf), tf, now) for tf in TIMEFRAMES.values()]
+
+
+def expire_all(catalog, namespace: str, older_than: datetime) -> dict[str, int]:
+    """Snapshots expired per table, over every table of the platform."""
+    from ohlcv.catalog import load_table, table_specs
+
+    return {spec.name: expire_snapshots(load_table(catalog, namespace, spec.name), older_than) for spec in table_specs()}
+
+
+def remove_unreferenced_all(catalog, namespace: str, now: datetime, grace: timedelta = ORPHAN_GRACE) -> list[OrphanResult]:
+    from ohlcv.catalog import load_table, table_specs
+
+    return [remove_unreferenced(load_table(catalog, namespace, spec.name), now, grace) for spec in table_specs()]

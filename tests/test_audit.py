@@ -1,0 +1,96 @@
+"""The audit before publish: a corrupted batch is refused, nothing is published, and the kept
+report names each failing row; reconciliation catches a trade_count that disagrees."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pandas as pd
+import pyarrow as pa
+import pytest
+
+from conftest import utc
+from ohlcv import timeframes
+from ohlcv.aggregate import candle_arrow_schema
+from ohlcv.candle_model import sample_candles
+from ohlcv.catalog import load_candles
+from ohlcv.errors import RunFailed
+from ohlcv.validate import audit_candles
+from test_cli import ohlcv as run_cli
+from test_workflows import AS_OF, day_of_trades, fast, table_rows  # noqa: F401 - fixtures
+from workflows import failpoints, journal, runs
+
+
+def honest(count: int = 30) -> pa.Table:
+    start = utc(2024, 1, 1)
+    rows = [
+        dict(symbol="BTC-USDT", exchange="binance", window_start=start + timedelta(minutes=i),
+             window_end=start + timedelta(minutes=i + 1), window_date=start.date(), open_price=100.0 + i,
+             high_price=102.0 + i, low_price=99.0 + i, close_price=101.0 + i, volume=2.0, trade_count=4, vwap=100.5 + i)
+        for i in range(count)
+    ]
+    return pa.Table.from_pylist(rows, schema=candle_arrow_schema())
+
+
+def test_honest_candles_pass_every_check():
+    source = pa.table({"exchange": ["binance"], "symbol": ["BTC-USDT"], "trades": pa.array([120], pa.int64())})
+    report = audit_candles(honest(), timeframes.get("1m"), "r", source, "10")
+    assert report.passed, report.summary()
+    names = [c.name for c in report.checks]
+    assert {
+        "high_price >= max(open_price, close_price)", "low_price <= vwap <= high_price",
+        "no duplicate (exchange, symbol, window_start)", "pandera model on a sample of 11",  # 10 + the newest window
+        "reconciliation: sum(trade_count) = distinct trades, per exchange and symbol",
+    } <= set(names)
+
+
+def test_the_sample_is_seeded_and_always_holds_the_newest_windows():
+    frame = pd.concat([honest(200).to_pandas(), honest(200).to_pandas().assign(exchange="kraken")], ignore_index=True)
+    one = sample_candles(frame, "20", "1m [a, b)")
+    assert one.index.equals(sample_candles(frame, "20", "1m [a, b)").index)  # same range, same rows
+    assert len(one) == 22  # 20 sampled + the newest window of each of the two series
+    newest = frame.groupby("exchange")["window_start"].transform("max") == frame["window_start"]
+    assert set(frame[newest].index) <= set(one.index)
+    assert len(sample_candles(frame, "10%", "x")) == 40 + 2
+
+
+@pytest.mark.slow
+def test_a_corrupted_batch_is_refused_and_the_report_names_each_row(fast, catalog, workflows, day_of_trades, capsys, monkeypatch):
+    tf = timeframes.get("1h")
+    failpoints.arm(fast.failpoint_dir, "aggregate", "corrupt", kinds=("high_below_low", "bad_vwap", "duplicate_window"))
+    with pytest.raises(RunFailed, match="step validate failed: audit failed, nothing published"):
+        runs.run_tick(fast, tf, AS_OF["1h"])
+    assert table_rows(catalog, tf) == []
+    assert load_candles(catalog, "market_data", tf).current_snapshot() is None  # not one commit
+
+    workflow_id = runs.tick_workflow_id(tf, AS_OF["1h"])
+    entry = journal.read_step(workflow_id, "validate")
+    assert entry["status"] == "FAILED" and len(entry["attempts"]) == 1  # terminal: not retried
+    failing = {c["name"]: c for c in entry["report"]["checks"] if c["failed"]}
+    assert failing["high_price >= max(open_price, close_price)"]["failed"] == 1
+    assert failing["no duplicate (exchange, symbol, window_start)"]["failed"] == 2
+    assert failing["low_price <= vwap <= high_price"]["failed"] == 2  # the bad vwap and the high below low
+    [bad_high] = failing["high_price >= max(open_price, close_price)"]["examples"]
+    assert bad_high["high_price"] < bad_high["open_price"] and bad_high["window_start"].startswith("2024-04-02T1")
+    aggregate = journal.read_step(workflow_id, "aggregate")
+    assert aggregate["status"] == "SUCCESSFUL"
+
+    # `ohlcv workflows show` prints the kept report.
+    monkeypatch.setenv("OHLCV_WAREHOUSE", fast.warehouse)
+    code, out, _ = run_cli(capsys, "workflows", "show", workflow_id)
+    assert code == 0 and "audit report of validate" in out and "high_price >= max(open_price, close_price)" in out
+    assert f"window_start={bad_high['window_start']}" in out
+
+
+@pytest.mark.slow
+def test_reconciliation_catches_a_trade_count_that_disagrees_with_the_source(fast, catalog, workflows, day_of_trades):
+    tf = timeframes.get("30m")
+    failpoints.arm(fast.failpoint_dir, "aggregate", "corrupt", kinds=("trade_count",))
+    with pytest.raises(RunFailed, match="reconciliation"):
+        runs.run_tick(fast, tf, AS_OF["30m"])
+    entry = journal.read_step(runs.tick_workflow_id(tf, AS_OF["30m"]), "validate")
+    failing = [c for c in entry["report"]["checks"] if c["failed"]]
+    assert [c["name"] for c in failing] == ["reconciliation: sum(trade_count) = distinct trades, per exchange and symbol"]
+    [example] = failing[0]["examples"]
+    assert example["sum(trade_count)"] == example["distinct trades"] + 1
+    assert table_rows(catalog, tf) == []
