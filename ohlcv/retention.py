@@ -38,6 +38,8 @@ def _start_of(value) -> datetime:
 
 def partitions(table: Table) -> list[Partition]:
     """Every partition of a table with its row and file counts, oldest first."""
+    if table.current_snapshot() is None:  # never written: pyiceberg's listing would raise
+        return []
     listing = table.inspect.partitions()
     found = []
     for row in listing.select(["partition", "record_count", "file_count"]).to_pylist():

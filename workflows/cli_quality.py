@@ -79,7 +79,7 @@ def validate(
     if failed:
         errors.print(f"[red]validation failed:[/] {failed} check(s) failed")
         for hint in hints:
-            errors.print(f"  fix late windows with: {hint}")
+            errors.print(f"  fix late windows with: {hint}", soft_wrap=True)
         return 1
     console.print("[green]all checks passed[/]")
     return 0
