@@ -26,6 +26,7 @@ __all__ = [
     "Chunk",
     "tick_chunks",
     "plan_backfill",
+    "split_by_day",
 ]
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -149,26 +150,33 @@ def _intersect(a: WindowRange, b: WindowRange) -> WindowRange | None:
     return WindowRange(start, end) if start < end else None
 
 
-def plan_backfill(tfs: list[Timeframe], start: datetime, end: datetime, closed_before: datetime | None = None) -> list[Chunk]:
-    """Partition-sized chunks that recompute every window whose start is in `[start, end)`.
+def split_by_day(rng: WindowRange) -> list[WindowRange]:
+    """Cut a range at UTC midnights."""
+    chunks: list[WindowRange] = []
+    cursor = rng.start
+    while cursor < rng.end:
+        boundary = min(as_utc(cursor).replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1), rng.end)
+        chunks.append(WindowRange(cursor, boundary))
+        cursor = boundary
+    return chunks
 
-    Timeframes whose tables share a partition grain share chunks, so a day's trades are read
-    once for 1m, 5m, 30m and 1h together; the 1d table (month partitions) gets month chunks.
-    Chunks come in time order, grain by grain.
+
+def plan_backfill(tfs: list[Timeframe], start: datetime, end: datetime, closed_before: datetime | None = None) -> list[Chunk]:
+    """Day-sized chunks, in time order, that recompute every window whose start is in `[start, end)`.
+
+    Every timeframe shares the day chunks: a day's trades are read and aggregated once, and the
+    coarser candles are rolled up from the finer ones of the same pass. A day is the largest
+    window and the smallest partition, so the 1d candles of a day are a day-sized range of
+    their month partition (the upkeep compacts those commits into one file per month).
     """
-    chunks: list[Chunk] = []
-    for grain in ("day", "month"):
-        group = [tf for tf in tfs if tf.partition == grain]
-        ranges = {tf.name: backfill_range(tf, start, end, closed_before) for tf in group}
-        live = [tf for tf in group if not ranges[tf.name].empty]
-        if not live:
-            continue
-        union = WindowRange(min(ranges[tf.name].start for tf in live), max(ranges[tf.name].end for tf in live))
-        for piece in split_by_partition(union, live[0]):
-            targets = tuple(
-                (tf, part) for tf in live if (part := _intersect(ranges[tf.name], piece)) is not None
-            )
-            if targets:
-                read = WindowRange(min(r.start for _, r in targets), max(r.end for _, r in targets))
-                chunks.append(Chunk(read, targets))
+    ranges = {tf.name: backfill_range(tf, start, end, closed_before) for tf in tfs}
+    live = [tf for tf in tfs if not ranges[tf.name].empty]
+    if not live:
+        return []
+    union = WindowRange(min(ranges[tf.name].start for tf in live), max(ranges[tf.name].end for tf in live))
+    chunks = []
+    for day in split_by_day(union):
+        targets = tuple((tf, part) for tf in live if (part := _intersect(ranges[tf.name], day)) is not None)
+        if targets:
+            chunks.append(Chunk(WindowRange(min(r.start for _, r in targets), max(r.end for _, r in targets)), targets))
     return chunks

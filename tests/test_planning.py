@@ -80,19 +80,16 @@ def test_split_by_partition_cuts_at_days_and_months():
     assert [m.start for m in months] == [utc(2023, 12, 15), utc(2024, 1, 1), utc(2024, 2, 1)]
 
 
-def test_backfill_chunks_share_a_read_across_day_partitioned_timeframes():
+def test_backfill_chunks_read_each_day_once_for_every_timeframe():
     chunks = plan_backfill(timeframes.resolve("all"), utc(2024, 1, 31, 10, 7), utc(2024, 2, 2))
-    day_chunks = [c for c in chunks if DAY not in c.timeframes]
-    month_chunks = [c for c in chunks if DAY in c.timeframes]
-    assert [c.read for c in day_chunks] == [
+    assert [c.read for c in chunks] == [
         WindowRange(utc(2024, 1, 31, 10, 7), utc(2024, 2, 1)),
         WindowRange(utc(2024, 2, 1), utc(2024, 2, 2)),
     ]
-    first = dict((tf.name, rng) for tf, rng in day_chunks[0].targets)
+    first = dict((tf.name, rng) for tf, rng in chunks[0].targets)
     assert first["1m"].start == utc(2024, 1, 31, 10, 7) and first["1h"].start == utc(2024, 1, 31, 11)
-    assert [c.targets[0][1] for c in month_chunks] == [
-        WindowRange(utc(2024, 2, 1), utc(2024, 2, 2)),  # the Jan 31 window starts before 10:07
-    ]
+    assert "1d" not in first  # the Jan 31 window starts before 10:07: not in the backfill
+    assert dict((tf.name, rng) for tf, rng in chunks[1].targets)["1d"] == WindowRange(utc(2024, 2, 1), utc(2024, 2, 2))
     for chunk in chunks:  # every target lies inside the read range and is aligned to its timeframe
         for tf, rng in chunk.targets:
             assert chunk.read.start <= rng.start and rng.end <= chunk.read.end

@@ -64,13 +64,13 @@ def show_run(workflow_id: str = typer.Argument(..., help="A workflow id from `oh
     """One run: its steps, their status, tries, timings and outputs' summaries or errors."""
     from workflows import journal
 
+    from workflows.runs import require_workflow
+
     workflow = _connect()
-    try:
-        meta = workflow.get_metadata(workflow_id)
-    except ValueError:
-        raise InputError(f"no workflow {workflow_id!r}: see `ohlcv workflows list`") from None
+    status = require_workflow(workflow, workflow_id)
+    meta = workflow.get_metadata(workflow_id)
     stats = meta.get("stats", {})
-    console.print(f"[bold]{workflow_id}[/]  {workflow.get_status(workflow_id).name}")
+    console.print(f"[bold]{workflow_id}[/]  {status}")
     console.print(f"started {_when(stats.get('start_time'))}  ended {_when(stats.get('end_time'))}")
     for key, value in meta.get("user_metadata", {}).items():
         console.print(f"  {key}: {value}")
@@ -135,11 +135,10 @@ def resume_all(
 @workflows_app.command("cancel")
 def cancel_run(workflow_id: str = typer.Argument(..., help="The workflow to cancel.")) -> None:
     """Cancel a run; its committed chunks stay, the rest never runs (resume is not possible)."""
+    from workflows.runs import require_workflow
+
     workflow = _connect()
-    try:
-        workflow.get_status(workflow_id)
-    except ValueError:
-        raise InputError(f"no workflow {workflow_id!r}: see `ohlcv workflows list`") from None
+    require_workflow(workflow, workflow_id)
     workflow.cancel(workflow_id)
     console.print(f"{workflow_id} canceled")
 

@@ -42,6 +42,8 @@ __all__ = [
     "resume",
     "failure_of",
     "connect",
+    "status_of",
+    "require_workflow",
 ]
 
 log = logging.getLogger(__name__)
@@ -159,12 +161,28 @@ def start_tick(settings: Settings, tf: Timeframe, as_of: datetime, rerun: bool =
     return workflow_id, ref
 
 
-def _forget(workflow, workflow_id: str) -> None:
+def status_of(workflow, workflow_id: str) -> str | None:
+    """A workflow's status name, or None when storage has no such workflow."""
+    from ray.workflow.exceptions import WorkflowNotFoundError
+
     try:
-        status = workflow.get_status(workflow_id)
-    except ValueError:
+        return workflow.get_status(workflow_id).name
+    except (ValueError, WorkflowNotFoundError):  # Ray 2.47 raises the latter, wrapped
+        return None
+
+
+def require_workflow(workflow, workflow_id: str) -> str:
+    status = status_of(workflow, workflow_id)
+    if status is None:
+        raise InputError(f"no workflow {workflow_id!r}: see `ohlcv workflows list`")
+    return status
+
+
+def _forget(workflow, workflow_id: str) -> None:
+    status = status_of(workflow, workflow_id)
+    if status is None:
         return
-    if status.name == "RUNNING":
+    if status == "RUNNING":
         raise InputError(f"{workflow_id} is running: wait for it, or `ohlcv workflows cancel {workflow_id}` first")
     workflow.delete(workflow_id)
     journal.delete_workflow(workflow_id)
@@ -244,11 +262,7 @@ def _follow(workflow_id, ref, chunks, on_progress, poll_seconds, ray) -> list[Co
 def resume(settings: Settings, workflow_id: str, on_progress=None) -> list[CommitResult]:
     """Continue a failed or interrupted workflow: only its unfinished steps run."""
     workflow = connect(settings)
-    try:
-        status = workflow.get_status(workflow_id)
-    except ValueError:
-        raise InputError(f"no workflow {workflow_id!r}: see `ohlcv workflows list`") from None
-    if status.name == "SUCCESSFUL":
+    if require_workflow(workflow, workflow_id) == "SUCCESSFUL":
         return workflow.get_output(workflow_id)
     ref = workflow.resume_async(workflow_id)
     chunks = workflow.get_metadata(workflow_id).get("user_metadata", {}).get("chunks", 1)

@@ -1,0 +1,377 @@
+"""The benchmark: the project and its reference engines, side by side, in one run.
+
+    python -m benchmarks.run            # the 2.4M- and 24M-trade days (tens of minutes)
+    python -m benchmarks.run --quick    # a small day, for CI's smoke test
+
+For each day size it generates the trades with `ohlcv generate`, ingests them, and measures on
+the same files and the same cores:
+- the project's aggregation stage through its warm RayDP Spark session (all five timeframes);
+- the same aggregation in plain PySpark local[N] (no Ray) and in DuckDB;
+- the project end to end: the backfill workflow of the day for all five timeframes;
+- a cold first 1m tick (a fresh process: Ray and Spark start-up included) and warm 1m ticks;
+- peak memory (PSS) of every process involved, JVMs included.
+Once per run, on the smallest day size: the 1m tick with 1 day versus N days of history.
+It prints a table with throughputs and the ratios against the targets, and writes the same as
+JSON to benchmarks/results/latest.json with the machine's CPU count and the versions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+DAY = datetime(2024, 5, 15, tzinfo=timezone.utc)
+SIZES = {"quick": 200_000, "2.4M": 2_400_000, "24M": 24_000_000}
+TARGETS = {
+    "aggregation / plain spark": 1.2,
+    "aggregation / duckdb": 5.0,
+    "end to end / aggregation": 2.5,
+    "tick with history / tick with 1 day": 1.25,
+}
+GIB = 1024**3
+
+
+@dataclass
+class Plan:
+    sizes: list[str]
+    repeats: int
+    ticks: int
+    history_days: int
+    symbols: int
+    exchanges: int
+    data: Path
+    out: Path
+
+
+def log(message: str) -> None:
+    print(f"[{datetime.now():%H:%M:%S}] {message}", flush=True)
+
+
+def ohlcv(args: list[str], env: dict[str, str]) -> float:
+    """Run the CLI as a user would; returns its wall time."""
+    started = time.monotonic()
+    result = subprocess.run([sys.executable, "-m", "workflows.cli", *args], env=env, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"ohlcv {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+    return time.monotonic() - started
+
+
+def environment(settings) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OHLCV_", "RAY_ADDRESS"))}
+    env.update(OHLCV_WAREHOUSE=settings.warehouse, OHLCV_WORKFLOW_STORAGE=settings.workflow_storage)
+    return env
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def prepare(label: str, trades_per_day: int, plan: Plan):
+    """Generate the day's trades (kept between runs), and a fresh warehouse holding them."""
+    from ohlcv.settings import Settings
+
+    folder = plan.data / label
+    trades = folder / "trades.parquet"
+    stamp = folder / "generated.json"
+    spec = {"trades_per_day": trades_per_day, "symbols": plan.symbols, "exchanges": plan.exchanges, "day": DAY.isoformat()}
+    if not trades.exists() or not stamp.exists() or json.loads(stamp.read_text()) != spec:
+        folder.mkdir(parents=True, exist_ok=True)
+        log(f"{label}: generating {trades_per_day:,} trades")
+        ohlcv(["generate", "--out", str(trades), "--start", DAY.isoformat(), "--end", (DAY + timedelta(days=1)).isoformat(),
+               "--trades-per-day", str(trades_per_day), "--symbols", str(plan.symbols), "--exchanges", str(plan.exchanges),
+               "--seed", "1"], dict(os.environ))
+        stamp.write_text(json.dumps(spec))
+    for name in ("warehouse", "workflow-storage"):
+        shutil.rmtree(folder / name, ignore_errors=True)
+    settings = Settings(warehouse=str(folder / "warehouse"), workflow_storage=str(folder / "workflow-storage"))
+    env = environment(settings)
+    ohlcv(["init"], env)
+    log(f"{label}: ingesting")
+    ingest_seconds = ohlcv(["ingest", str(trades)], env)
+    return settings, trades, ingest_seconds
+
+
+def day_files(settings) -> list[str]:
+    from ohlcv.catalog import load_trades, open_catalog
+    from ohlcv.store import plan_trade_files
+    from ohlcv.windows import WindowRange
+
+    trades = load_trades(open_catalog(settings), settings.namespace)
+    return [t.file.file_path.removeprefix("file://") for t in plan_trade_files(trades, WindowRange(DAY, DAY + timedelta(days=1)))]
+
+
+def empty_candle_tables(settings) -> None:
+    from pyiceberg.expressions import AlwaysTrue
+
+    from ohlcv import timeframes
+    from ohlcv.catalog import load_candles, open_catalog
+
+    catalog = open_catalog(settings)
+    for tf in timeframes.TIMEFRAMES.values():
+        table = load_candles(catalog, settings.namespace, tf)
+        if table.current_snapshot() is not None:
+            table.delete(AlwaysTrue())
+
+
+def measure_size(label: str, plan: Plan, sampler) -> dict:
+    from ohlcv import timeframes
+    from ohlcv.store import micros
+    from workflows import runs
+    from workflows.runtime import call, ensure_ray
+    from workflows.spark_service import spark_service
+    from benchmarks.reference import duckdb_candles
+
+    trades_per_day = SIZES[label]
+    settings, _, ingest_seconds = prepare(label, trades_per_day, plan)
+    files = day_files(settings)
+    cores = os.cpu_count() or 1
+    result: dict = {"trades": trades_per_day, "ingest_seconds": ingest_seconds, "files": len(files)}
+    names = list(timeframes.TIMEFRAMES)
+    start_us, end_us = micros(DAY), micros(DAY + timedelta(days=1))
+
+    log(f"{label}: cold first 1m tick (a fresh process starts Ray and Spark)")
+    result["cold_tick_seconds"] = ohlcv(["run", "--timeframe", "1m", "--as-of", (DAY + timedelta(hours=12, minutes=5)).isoformat()],
+                                        environment(settings))
+
+    log(f"{label}: DuckDB")
+    with sampler.phase(f"{label} duckdb"):
+        duck = []
+        for _ in range(plan.repeats):
+            started = time.monotonic()
+            duckdb_candles(files, start_us, end_us, {tf.name: tf.width_us for tf in timeframes.TIMEFRAMES.values()}, cores)
+            duck.append(time.monotonic() - started)
+    result["duckdb_seconds"] = duck
+
+    log(f"{label}: plain PySpark local[{cores}]")
+    plain = subprocess.run(
+        [sys.executable, "-m", "benchmarks.plain_spark", "--files", *files, "--start-us", str(start_us), "--end-us", str(end_us),
+         "--cores", str(cores), "--repeats", str(plan.repeats)],
+        capture_output=True, text=True, cwd=ROOT.parent,
+    )
+    if plain.returncode != 0:
+        raise RuntimeError(f"plain spark failed:\n{plain.stderr[-3000:]}")
+    plain_result = json.loads(plain.stdout.strip().splitlines()[-1])
+    result["plain_spark_seconds"] = plain_result["seconds"]
+    result["plain_spark_peak_bytes"] = plain_result["peak_bytes"]
+
+    with sampler.phase(f"{label} project"):
+        ensure_ray(settings)
+        started = time.monotonic()
+        service = spark_service(settings)
+        result["service_startup_seconds"] = time.monotonic() - started
+
+        log(f"{label}: project aggregation through the warm RayDP session")
+        project = []
+        for attempt in range(plan.repeats + 1):  # the first run warms the session and is not counted
+            started = time.monotonic()
+            call(service.aggregate.remote(settings, names, DAY, DAY + timedelta(days=1)))
+            if attempt:
+                project.append(time.monotonic() - started)
+        result["project_aggregation_seconds"] = project
+
+        log(f"{label}: project end to end (backfill workflow, all five timeframes)")
+        end_to_end = []
+        for _ in range(plan.repeats):
+            empty_candle_tables(settings)
+            started = time.monotonic()
+            runs.run_backfill(settings, timeframes.resolve("all"), DAY, DAY + timedelta(days=1), datetime.now(timezone.utc))
+            end_to_end.append(time.monotonic() - started)
+        result["end_to_end_seconds"] = end_to_end
+
+        log(f"{label}: {plan.ticks} warm 1m ticks")
+        result["warm_tick_seconds"] = run_ticks(settings, plan.ticks)
+    result["project_peak_bytes"] = sampler.peaks[f"{label} project"]
+    result["duckdb_peak_bytes"] = sampler.peaks[f"{label} duckdb"]
+    stop_project()
+    return result
+
+
+def run_ticks(settings, count: int, rerun: bool = False) -> list[float]:
+    from ohlcv import timeframes
+    from workflows import runs
+
+    seconds = []
+    for index in range(count):
+        as_of = DAY + timedelta(hours=14, minutes=5 * (index + 1))
+        started = time.monotonic()
+        runs.run_tick(settings, timeframes.get("1m"), as_of, rerun=rerun)
+        seconds.append(time.monotonic() - started)
+    return seconds
+
+
+def stop_project() -> None:
+    import ray
+
+    from workflows.spark_service import stop_service
+
+    stop_service()
+    ray.shutdown()
+
+
+def measure_history(label: str, plan: Plan) -> dict:
+    """The 1m tick on a warehouse holding one day versus `history_days` days of trades and candles."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from ohlcv import timeframes
+    from ohlcv.catalog import load_candles, open_catalog
+    from ohlcv.ingest import ingest_files
+    from ohlcv.store import commit_candles, read_candles
+    from ohlcv.windows import WindowRange
+    from workflows import runs
+    from workflows.runtime import ensure_ray
+
+    settings, trades, _ = prepare(label, SIZES[label], plan)
+    one_minute = timeframes.get("1m")
+    ensure_ray(settings)
+    runs.run_backfill(settings, [one_minute], DAY, DAY + timedelta(days=1), datetime.now(timezone.utc))
+    one_day = run_ticks(settings, plan.ticks, rerun=True)
+
+    log(f"history: adding {plan.history_days - 1} earlier days of trades and candles")
+    catalog = open_catalog(settings)
+    day_table = pq.read_table(trades)
+    candles = read_candles(load_candles(catalog, settings.namespace, one_minute))
+    shift_folder = plan.data / label / "shifted"
+    shift_folder.mkdir(exist_ok=True)
+    for back in range(1, plan.history_days):
+        offset = timedelta(days=back)
+        shifted = day_table.set_column(day_table.schema.get_field_index("timestamp"), "timestamp",
+                                       earlier(day_table.column("timestamp"), offset))
+        path = shift_folder / f"day-{back}.parquet"
+        pq.write_table(shifted, path)
+        ingest_files(catalog, settings.namespace, [path], "us", datetime.now(timezone.utc))
+        moved = candles
+        for column in ("window_start", "window_end"):
+            moved = moved.set_column(moved.schema.get_field_index(column), column, earlier(moved.column(column), offset))
+        moved = moved.set_column(moved.schema.get_field_index("window_date"), "window_date",
+                                 pc.cast(moved.column("window_start"), "date32"))
+        rng = WindowRange(DAY - offset, DAY - offset + timedelta(days=1))
+        commit_candles(load_candles(catalog, settings.namespace, one_minute), moved.drop(["created_at", "updated_at"]), rng,
+                       datetime.now(timezone.utc))
+        path.unlink()
+    many_days = run_ticks(settings, plan.ticks, rerun=True)
+    stop_project()
+    return {"days": plan.history_days, "trades_per_day": SIZES[label], "one_day_seconds": one_day, "many_days_seconds": many_days}
+
+
+def earlier(column, offset: timedelta):
+    """A timestamp column moved back by `offset`."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    return pc.subtract(column, pa.scalar(offset, type=pa.duration("us")))
+
+
+def versions() -> dict[str, str]:
+    from importlib.metadata import version
+
+    names = ("ray", "raydp", "pyspark", "pyiceberg", "pyarrow", "pandas", "pandera", "duckdb")
+    found = {name: version(name) for name in names}
+    java = subprocess.run(["java", "-version"], capture_output=True, text=True).stderr.splitlines()
+    found["java"] = java[0] if java else "unknown"
+    found["python"] = platform.python_version()
+    return found
+
+
+def summarize(sizes: dict, history: dict | None) -> dict:
+    ratios: dict[str, dict] = {}
+    for label, r in sizes.items():
+        agg = median(r["project_aggregation_seconds"])
+        ratios[label] = {
+            "aggregation / plain spark": agg / median(r["plain_spark_seconds"]),
+            "aggregation / duckdb": agg / median(r["duckdb_seconds"]),
+            "end to end / aggregation": median(r["end_to_end_seconds"]) / agg,
+        }
+    if history:
+        ratios["history"] = {"tick with history / tick with 1 day": median(history["many_days_seconds"]) / median(history["one_day_seconds"])}
+    return ratios
+
+
+def report(results: dict) -> None:
+    print()
+    header = f"{'size':>6} {'stage':<34} {'median s':>9} {'trades/s':>12}"
+    print(header)
+    print("-" * len(header))
+    for label, r in results["sizes"].items():
+        n = r["trades"]
+        rows = [
+            ("project aggregation (RayDP, warm)", r["project_aggregation_seconds"]),
+            (f"plain PySpark local[{results['machine']['cpus']}]", r["plain_spark_seconds"]),
+            ("DuckDB", r["duckdb_seconds"]),
+            ("project end to end (backfill)", r["end_to_end_seconds"]),
+            ("warm 1m tick", r["warm_tick_seconds"]),
+            ("cold first 1m tick", [r["cold_tick_seconds"]]),
+        ]
+        for name, values in rows:
+            seconds = median(values)
+            rate = f"{n / seconds:,.0f}" if "tick" not in name else ""
+            print(f"{label:>6} {name:<34} {seconds:>9.2f} {rate:>12}")
+        print(f"{label:>6} {'peak memory, project (GiB)':<34} {r['project_peak_bytes'] / GIB:>9.2f}")
+        print(f"{label:>6} {'peak memory, plain Spark (GiB)':<34} {r['plain_spark_peak_bytes'] / GIB:>9.2f}")
+    print()
+    for label, ratios in results["ratios"].items():
+        for name, value in ratios.items():
+            target = TARGETS[name]
+            verdict = "meets" if value <= target else "MISSES"
+            print(f"{label:>7} {name:<38} {value:6.2f}  (target <= {target}: {verdict})")
+    if "24M" in results["sizes"]:
+        peak = results["sizes"]["24M"]["project_peak_bytes"] / GIB
+        print(f"{'24M':>7} {'peak memory of the project (GiB)':<38} {peak:6.2f}  (target < 6: {'meets' if peak < 6 else 'MISSES'})")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="OHLCV benchmark: the project against plain Spark and DuckDB.")
+    parser.add_argument("--quick", action="store_true", help="one small day, few repeats: a smoke test")
+    parser.add_argument("--sizes", default=None, help="comma list of " + ", ".join(SIZES))
+    parser.add_argument("--repeats", type=int, default=None)
+    parser.add_argument("--ticks", type=int, default=10)
+    parser.add_argument("--history-days", type=int, default=None)
+    parser.add_argument("--data", type=Path, default=ROOT / "data")
+    parser.add_argument("--out", type=Path, default=ROOT / "results" / "latest.json")
+    args = parser.parse_args(argv)
+    sizes = args.sizes.split(",") if args.sizes else (["quick"] if args.quick else ["2.4M", "24M"])
+    plan = Plan(
+        sizes=sizes,
+        repeats=args.repeats or (1 if args.quick else 3),
+        ticks=args.ticks,
+        history_days=args.history_days or (3 if args.quick else 30),
+        symbols=10,
+        exchanges=3,
+        data=args.data,
+        out=args.out,
+    )
+    from benchmarks.memory import MemorySampler
+
+    results: dict = {
+        "started": datetime.now(timezone.utc).isoformat(),
+        "machine": {"cpus": os.cpu_count(), "memory_bytes": __import__("psutil").virtual_memory().total, "platform": platform.platform()},
+        "versions": versions(),
+        "plan": {"repeats": plan.repeats, "ticks": plan.ticks, "history_days": plan.history_days},
+        "sizes": {},
+    }
+    with MemorySampler() as sampler:
+        for label in plan.sizes:
+            results["sizes"][label] = measure_size(label, plan, sampler)
+    log(f"history: the 1m tick with 1 day versus {plan.history_days} days of history ({plan.sizes[0]} trades a day)")
+    results["history"] = measure_history(plan.sizes[0], plan)
+    results["ratios"] = summarize(results["sizes"], results["history"])
+    results["targets"] = TARGETS
+    plan.out.parent.mkdir(parents=True, exist_ok=True)
+    plan.out.write_text(json.dumps(results, indent=2))
+    report(results)
+    print(f"\nwritten to {plan.out}")
+
+
+if __name__ == "__main__":
+    main()
