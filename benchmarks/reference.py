@@ -73,10 +73,10 @@ def duckdb_candles(files: list[str], start_us: int, end_us: int, widths_us: dict
             f"CREATE TEMP TABLE finest AS {_DUCKDB_FINEST}",
             {"files": files, "start": start_us, "end": end_us, "width": finest_width},
         )
-        results = {finest_name: connection.execute(_DUCKDB_FINISH.format(source="finest"), {"width": finest_width}).to_arrow_table()}
+        results = {finest_name: connection.sql(_DUCKDB_FINISH.format(source="finest"), params={"width": finest_width}).to_arrow_table()}
         for name, width in ordered[1:]:
             query = _DUCKDB_FINISH.format(source=f"({_DUCKDB_ROLLUP})")
-            results[name] = connection.execute(query, {"width": width}).to_arrow_table()
+            results[name] = connection.sql(query, params={"width": width}).to_arrow_table()
         return results
     finally:
         connection.close()
@@ -92,12 +92,10 @@ def plain_spark_candles(spark, files: list[str], start_us: int, end_us: int, tfs
     trades = spark.read.schema(SPARK_TRADE_SCHEMA).parquet(*files)
     ts = F.unix_micros("timestamp")
     trades = trades.where((ts >= F.lit(start_us)) & (ts < F.lit(end_us)))
-    unique = aggregate.dedupe_trades(trades).persist()
+    # Exactly what the Spark service does for an aggregation without reconciliation counts.
+    cores = spark.sparkContext.defaultParallelism
+    frames = aggregate.candles_for(aggregate.dedupe_trades(trades, partitions=max(8, 8 * cores)), tfs, deduped=True)
     try:
-        frames = aggregate.candles_for(unique, tfs, deduped=True)
-        try:
-            return {name: aggregate.collect_candles(frame) for name, frame in frames.items()}
-        finally:
-            aggregate.release(frames)
+        return {name: aggregate.collect_candles(frame) for name, frame in frames.items()}
     finally:
-        unique.unpersist()
+        aggregate.release(frames)

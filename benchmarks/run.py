@@ -202,11 +202,12 @@ def run_ticks(settings, count: int, rerun: bool = False) -> list[float]:
     from workflows import runs
 
     seconds = []
-    for index in range(count):
+    for index in range(count + 1):  # the first tick warms the workers up and is not counted
         as_of = DAY + timedelta(hours=14, minutes=5 * (index + 1))
         started = time.monotonic()
         runs.run_tick(settings, timeframes.get("1m"), as_of, rerun=rerun)
-        seconds.append(time.monotonic() - started)
+        if index:
+            seconds.append(time.monotonic() - started)
     return seconds
 
 

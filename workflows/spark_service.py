@@ -170,8 +170,11 @@ class SparkService:
             self._catalogs[key] = open_catalog(settings)
         return self._catalogs[key]
 
-    def _over_trades(self, settings: Settings, start: datetime, end: datetime, request_id: str | None, label: str, work):
-        """Run `work(unique_trades, read_plan)` over the deduplicated trades of [start, end)."""
+    def _over_trades(self, settings: Settings, start: datetime, end: datetime, request_id: str | None, label: str, work, keep: bool = False):
+        """Run `work(unique_trades, read_plan)` over the deduplicated trades of [start, end).
+
+        `keep`: cache the deduplicated trades, for work that reads them more than once.
+        """
         from ohlcv import aggregate
         from ohlcv.catalog import load_trades
         from ohlcv.store import read_trades
@@ -184,12 +187,14 @@ class SparkService:
         try:
             table = load_trades(self._catalog(settings), settings.namespace)
             trades, plan = read_trades(self.spark, table, rng, settings.read_mode, self.sizing.slots)
-            # Candles and the reconciliation counts both start from these rows: read them once.
-            unique = aggregate.dedupe_trades(trades).persist()
+            unique = aggregate.dedupe_trades(trades, partitions=max(8, 8 * self.sizing.slots))
+            if keep:  # read by several jobs (candles and reconciliation counts): compute it once
+                unique = unique.persist()
             try:
                 return work(unique, plan)
             finally:
-                unique.unpersist()
+                if keep:
+                    unique.unpersist()
         except OhlcvError:
             raise
         except Exception as exc:  # py4j errors are not picklable: pass on their meaning, not the object
@@ -234,7 +239,7 @@ class SparkService:
                 "seconds": time.monotonic() - started,
             }
 
-        return self._over_trades(settings, start, end, request_id, ",".join(timeframes), work)
+        return self._over_trades(settings, start, end, request_id, ",".join(timeframes), work, keep=bool(count_ranges))
 
     def trade_counts(self, settings: Settings, timeframes: list[str], start: datetime, end: datetime) -> dict:
         """Distinct trades per (exchange, symbol, window) of each timeframe, for trades in [start, end)."""
