@@ -16,29 +16,31 @@ CANDLE_COLUMNS = [
     "low_price", "close_price", "volume", "trade_count", "vwap",
 ]
 
+# Written for DuckDB's strengths, so the reference is a strong one: one struct-valued min per
+# trade for the dedupe (not three min_by calls), and no regular expressions in the order key
+# (they tripled the time of the 24M day).
 _DUCKDB_FINEST = """
 WITH raw AS (
     SELECT exchange, symbol, trade_id, price, quantity, epoch_us("timestamp") AS us, epoch_us(ingested_at) AS ingested
     FROM read_parquet($files)
     WHERE epoch_us("timestamp") >= $start AND epoch_us("timestamp") < $end
 ), unique_trades AS (  -- one row per trade: the version ingested first
-    SELECT exchange, symbol, trade_id,
-           min_by(us, (ingested, us, price, quantity)) AS us,
-           min_by(price, (ingested, us, price, quantity)) AS price,
-           min_by(quantity, (ingested, us, price, quantity)) AS quantity
+    SELECT exchange, symbol, trade_id, min({'i': ingested, 'u': us, 'p': price, 'q': quantity}) AS first_version
     FROM raw GROUP BY exchange, symbol, trade_id
 ), keyed AS (
-    SELECT *, (us, CASE WHEN regexp_full_match(trade_id, '[0-9]+') THEN 0 ELSE 1 END,
-                   CASE WHEN regexp_full_match(trade_id, '[0-9]+') THEN length(ltrim(trade_id, '0')) ELSE 0 END,
-                   CASE WHEN regexp_full_match(trade_id, '[0-9]+') THEN ltrim(trade_id, '0') ELSE '' END,
-                   trade_id) AS trade_order
+    SELECT exchange, symbol, trade_id, first_version.u AS us, first_version.p AS price, first_version.q AS quantity,
+           (trade_id <> '' AND translate(trade_id, '0123456789', '') = '') AS digits
     FROM unique_trades
+), ordered AS (  -- timestamp, then all-digit ids numerically (and first), then other ids as text
+    SELECT *, (us, NOT digits, CASE WHEN digits THEN length(ltrim(trade_id, '0')) ELSE 0 END,
+               CASE WHEN digits THEN ltrim(trade_id, '0') ELSE '' END, trade_id) AS trade_order
+    FROM keyed
 )
 SELECT exchange, symbol, us - (us % $width) AS start_us,
        min_by(price, trade_order) AS open_price, max(price) AS high_price, min(price) AS low_price,
        max_by(price, trade_order) AS close_price, sum(quantity) AS volume, count(*) AS trade_count,
        sum(price * quantity) AS notional
-FROM keyed GROUP BY ALL
+FROM ordered GROUP BY ALL
 """
 
 _DUCKDB_ROLLUP = """

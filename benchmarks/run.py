@@ -32,7 +32,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
 DAY = datetime(2024, 5, 15, tzinfo=timezone.utc)
-SIZES = {"quick": 200_000, "2.4M": 2_400_000, "24M": 24_000_000}
+SIZES = {"quick": 100_000, "2.4M": 2_400_000, "24M": 24_000_000}
 TARGETS = {
     "aggregation / plain spark": 1.2,
     "aggregation / duckdb": 5.0,
@@ -77,7 +77,7 @@ def median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
-def prepare(label: str, trades_per_day: int, plan: Plan):
+def prepare(label: str, trades_per_day: int, plan: Plan, warehouse_name: str = "warehouse"):
     """Generate the day's trades (kept between runs), and a fresh warehouse holding them."""
     from ohlcv.settings import Settings
 
@@ -92,9 +92,9 @@ def prepare(label: str, trades_per_day: int, plan: Plan):
                "--trades-per-day", str(trades_per_day), "--symbols", str(plan.symbols), "--exchanges", str(plan.exchanges),
                "--seed", "1"], dict(os.environ))
         stamp.write_text(json.dumps(spec))
-    for name in ("warehouse", "workflow-storage"):
+    for name in (warehouse_name, "workflow-storage"):
         shutil.rmtree(folder / name, ignore_errors=True)
-    settings = Settings(warehouse=str(folder / "warehouse"), workflow_storage=str(folder / "workflow-storage"))
+    settings = Settings(warehouse=str(folder / warehouse_name), workflow_storage=str(folder / "workflow-storage"))
     env = environment(settings)
     ohlcv(["init"], env)
     log(f"{label}: ingesting")
@@ -197,18 +197,23 @@ def measure_size(label: str, plan: Plan, sampler) -> dict:
     return result
 
 
+def tick_times(count: int) -> list[datetime]:
+    """`count` + 1 scheduled 1m ticks in the afternoon of the day (the first one warms up)."""
+    return [DAY + timedelta(hours=14, minutes=5 * (index + 1)) for index in range(count + 1)]
+
+
 def run_ticks(settings, count: int, rerun: bool = False) -> list[float]:
+    seconds = [timed_tick(settings, as_of, rerun) for as_of in tick_times(count)]
+    return seconds[1:]
+
+
+def timed_tick(settings, as_of: datetime, rerun: bool) -> float:
     from ohlcv import timeframes
     from workflows import runs
 
-    seconds = []
-    for index in range(count + 1):  # the first tick warms the workers up and is not counted
-        as_of = DAY + timedelta(hours=14, minutes=5 * (index + 1))
-        started = time.monotonic()
-        runs.run_tick(settings, timeframes.get("1m"), as_of, rerun=rerun)
-        if index:
-            seconds.append(time.monotonic() - started)
-    return seconds
+    started = time.monotonic()
+    runs.run_tick(settings, timeframes.get("1m"), as_of, rerun=rerun)
+    return time.monotonic() - started
 
 
 def stop_project() -> None:
@@ -221,7 +226,33 @@ def stop_project() -> None:
 
 
 def measure_history(label: str, plan: Plan) -> dict:
-    """The 1m tick on a warehouse holding one day versus `history_days` days of trades and candles."""
+    """The 1m tick on a warehouse holding one day versus one holding `history_days` days of trades
+    and candles. Both are built first, then their ticks alternate, so that neither profits more
+    from the workers warming up."""
+    from ohlcv import timeframes
+    from workflows import runs
+    from workflows.runtime import ensure_ray
+
+    one_minute = timeframes.get("1m")
+    one_day, trades, _ = prepare(label, SIZES[label], plan, "warehouse")
+    many_days, _, _ = prepare(label, SIZES[label], plan, "warehouse-history")
+    ensure_ray(one_day)
+    for settings in (one_day, many_days):
+        runs.run_backfill(settings, [one_minute], DAY, DAY + timedelta(days=1), datetime.now(timezone.utc))
+    log(f"history: adding {plan.history_days - 1} earlier days of trades and candles")
+    add_history(many_days, trades, plan.history_days, plan.data / label / "shifted")
+    one, many = [], []
+    for index, as_of in enumerate(tick_times(plan.ticks)):
+        first, second = timed_tick(one_day, as_of, True), timed_tick(many_days, as_of, True)
+        if index:  # the first round warms up
+            one.append(first)
+            many.append(second)
+    stop_project()
+    return {"days": plan.history_days, "trades_per_day": SIZES[label], "one_day_seconds": one, "many_days_seconds": many}
+
+
+def add_history(settings, trades: Path, days: int, scratch: Path) -> None:
+    """Copies of the day's trades and 1m candles moved back 1 .. days-1 days."""
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
@@ -230,28 +261,20 @@ def measure_history(label: str, plan: Plan) -> dict:
     from ohlcv.ingest import ingest_files
     from ohlcv.store import commit_candles, read_candles
     from ohlcv.windows import WindowRange
-    from workflows import runs
-    from workflows.runtime import ensure_ray
 
-    settings, trades, _ = prepare(label, SIZES[label], plan)
     one_minute = timeframes.get("1m")
-    ensure_ray(settings)
-    runs.run_backfill(settings, [one_minute], DAY, DAY + timedelta(days=1), datetime.now(timezone.utc))
-    one_day = run_ticks(settings, plan.ticks, rerun=True)
-
-    log(f"history: adding {plan.history_days - 1} earlier days of trades and candles")
     catalog = open_catalog(settings)
     day_table = pq.read_table(trades)
     candles = read_candles(load_candles(catalog, settings.namespace, one_minute))
-    shift_folder = plan.data / label / "shifted"
-    shift_folder.mkdir(exist_ok=True)
-    for back in range(1, plan.history_days):
+    scratch.mkdir(exist_ok=True)
+    for back in range(1, days):
         offset = timedelta(days=back)
         shifted = day_table.set_column(day_table.schema.get_field_index("timestamp"), "timestamp",
                                        earlier(day_table.column("timestamp"), offset))
-        path = shift_folder / f"day-{back}.parquet"
+        path = scratch / f"day-{back}.parquet"
         pq.write_table(shifted, path)
         ingest_files(catalog, settings.namespace, [path], "us", datetime.now(timezone.utc))
+        path.unlink()
         moved = candles
         for column in ("window_start", "window_end"):
             moved = moved.set_column(moved.schema.get_field_index(column), column, earlier(moved.column(column), offset))
@@ -260,10 +283,6 @@ def measure_history(label: str, plan: Plan) -> dict:
         rng = WindowRange(DAY - offset, DAY - offset + timedelta(days=1))
         commit_candles(load_candles(catalog, settings.namespace, one_minute), moved.drop(["created_at", "updated_at"]), rng,
                        datetime.now(timezone.utc))
-        path.unlink()
-    many_days = run_ticks(settings, plan.ticks, rerun=True)
-    stop_project()
-    return {"days": plan.history_days, "trades_per_day": SIZES[label], "one_day_seconds": one_day, "many_days_seconds": many_days}
 
 
 def earlier(column, offset: timedelta):
