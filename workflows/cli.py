@@ -65,14 +65,15 @@ def _settings() -> Settings:
 
 
 def require_spark_prerequisites(settings: Settings) -> None:
-    """Fail fast, before a local Ray starts, when this machine cannot run Spark.
+    """Fail fast, before a local Ray starts, when this machine cannot run Spark; then start Spark.
 
     On a cluster (RAY_ADDRESS set) the nodes run Spark, and the service checks their Java.
     """
-    if not settings.ray_address:
-        from workflows.spark_service import require_java
+    from workflows.spark_service import require_java, start_service
 
+    if not settings.ray_address:
         require_java()
+    start_service(settings)  # Spark starts while the workflow gets going
 
 
 def _require_tables(settings: Settings, tfs: list[timeframes.Timeframe]) -> None:

@@ -24,7 +24,9 @@ from ohlcv.errors import ConfigError, OhlcvError, SchemaMismatch, ServiceUnavail
 from ohlcv.settings import Settings
 from workflows.runtime import NAMESPACE, ensure_ray, import_ray
 
-__all__ = ["SERVICE_NAME", "SparkSizing", "plan_sizing", "java_major_version", "require_java", "spark_service", "stop_service"]
+__all__ = [
+    "SERVICE_NAME", "SparkSizing", "plan_sizing", "java_major_version", "require_java", "start_service", "spark_service", "stop_service",
+]
 
 log = logging.getLogger(__name__)
 
@@ -276,20 +278,26 @@ def _spark_error(exc: Exception) -> OhlcvError:
     return TransientError(f"the Spark job failed: {type(exc).__name__}: {first_line}")
 
 
-def spark_service(settings: Settings):
-    """A handle to the running Spark service, starting it on first use."""
+def start_service(settings: Settings) -> None:
+    """Begin starting the Spark service, without waiting for it.
+
+    Commands call this as soon as Ray is up, so that the seconds RayDP takes to start overlap
+    the workflow's own start-up; the first step that needs Spark then waits for the rest.
+    """
     ray = import_ray()
-    if not settings.ray_address and not ray.is_initialized():
-        require_java()  # fail before paying for a local Ray start; remote nodes check their own Java
     ensure_ray(settings)
     try:
-        return ray.get_actor(SERVICE_NAME, namespace=NAMESPACE)
+        ray.get_actor(SERVICE_NAME, namespace=NAMESPACE)
     except ValueError:
-        pass
+        _create(settings)
+
+
+def _create(settings: Settings):
+    ray = import_ray()
     resources = ray.cluster_resources()
     sizing = plan_sizing(settings, resources.get("CPU", 1), resources.get("memory", 4 * _GIB))
     app_name = f"{SERVICE_NAME}-{uuid.uuid4().hex[:8]}"
-    handle = (
+    return (
         ray.remote(SparkService)
         .options(
             name=SERVICE_NAME,
@@ -301,6 +309,19 @@ def spark_service(settings: Settings):
         )
         .remote(sizing, app_name)
     )
+
+
+def spark_service(settings: Settings):
+    """A handle to the running Spark service, starting it on first use."""
+    ray = import_ray()
+    if not settings.ray_address and not ray.is_initialized():
+        require_java()  # fail before paying for a local Ray start; remote nodes check their own Java
+    ensure_ray(settings)
+    try:
+        return ray.get_actor(SERVICE_NAME, namespace=NAMESPACE)
+    except ValueError:
+        pass
+    handle = _create(settings)
     try:
         # Not `call`: a failed __init__ surfaces as an actor error whose text holds the cause.
         info = ray.get(handle.info.remote())
@@ -308,7 +329,7 @@ def spark_service(settings: Settings):
         # A missing prerequisite (no Java on the node) will not heal by retrying: terminal.
         kind = ConfigError if "ConfigError: " in str(exc) else ServiceUnavailable
         raise kind(f"the Spark service did not start: {_root_message(exc)}") from None
-    log.info("Spark service %s started in %.1fs with %s", info["app_name"], info["startup_seconds"], sizing)
+    log.info("Spark service %s started in %.1fs", info["app_name"], info["startup_seconds"])
     return handle
 
 
