@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -28,7 +29,7 @@ from ohlcv import schema as s
 from ohlcv.catalog import load_table
 from ohlcv.errors import InputError
 
-__all__ = ["EpochUnit", "FileReport", "check_file", "read_file", "validate", "ingest_files", "REASONS"]
+__all__ = ["EpochUnit", "FileReport", "check_file", "read_file", "validate", "ingest_files", "REASONS", "NAME_PATTERN", "check_name"]
 
 log = logging.getLogger(__name__)
 
@@ -40,10 +41,17 @@ FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv"}
 EARLIEST = datetime(2000, 1, 1, tzinfo=timezone.utc)
 LATEST = datetime(2100, 1, 1, tzinfo=timezone.utc)
 
+# Exchange and symbol names may one day reach file paths (partition values) and do reach
+# queries: only these characters, at most 64 of them, starting with a letter or digit.
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._/:-]{0,63}$"
+NAME_RULE = "letters, digits and . _ - / : (at most 64)"
+
 REASONS = (
     "missing exchange",
     "missing symbol",
     "missing trade_id",
+    f"exchange is not a valid name ({NAME_RULE})",
+    f"symbol is not a valid name ({NAME_RULE})",
     "missing price",
     "missing quantity",
     "missing timestamp",
@@ -238,6 +246,9 @@ def validate(table: pa.Table, epoch_unit: EpochUnit, ingested_at: datetime, sour
     texts = {name: _text(table.column(name)) for name in ("exchange", "symbol", "trade_id")}
     for name, text in texts.items():
         problems[f"missing {name}"] = _blank(text)
+    for name in ("exchange", "symbol"):
+        valid = pc.fill_null(pc.match_substring_regex(texts[name], NAME_PATTERN), False).to_numpy(zero_copy_only=False)
+        problems[f"{name} is not a valid name ({NAME_RULE})"] = ~valid & ~problems[f"missing {name}"]
 
     numbers = {}
     for name in ("price", "quantity"):
@@ -304,6 +315,13 @@ def _quarantine_rows(table: pa.Table, bad_rows: np.ndarray, problems: dict[str, 
         "ingested_at": pa.array([stamp.as_py()] * len(indices), pa.timestamp("us", tz="UTC")),
     }
     return pa.table(columns).cast(s.arrow_schema(s.QUARANTINE_SCHEMA))
+
+
+def check_name(value: str, option: str) -> str:
+    """A --symbol or --exchange from the command line, held to the same rule as ingested names."""
+    if not re.fullmatch(NAME_PATTERN, value):
+        raise InputError(f"{option} {value!r} is not a valid name: use {NAME_RULE}")
+    return value
 
 
 def _duplicate_count(valid: pa.Table) -> int:

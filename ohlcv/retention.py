@@ -7,14 +7,13 @@ Deleting `window_start < cutoff` on a partition boundary removes whole files onl
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 
 from pyiceberg.expressions import LessThan
 from pyiceberg.table import Table
 
-from ohlcv.store import micros
+from ohlcv.store import committing, micros
 from ohlcv.timeframes import Timeframe
 from ohlcv.windows import as_utc, partition_start
 
@@ -76,8 +75,7 @@ def apply_retention(table: Table, tf: Timeframe, as_of: datetime, dry_run: bool 
     doomed = expired(table, tf, as_of)
     if dry_run or not doomed:
         return RetentionResult(table.name()[-1], limit, doomed, None)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", "Delete operation did not match any records")
+    with committing(table, f"retention before {limit:%Y-%m-%d}"):
         table.delete(LessThan("window_start", micros(limit)), snapshot_properties={"ohlcv.retention": limit.isoformat()})
     return RetentionResult(table.name()[-1], limit, doomed, table.current_snapshot().snapshot_id)
 

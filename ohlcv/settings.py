@@ -35,6 +35,7 @@ ENVIRONMENT = {
     "spark_executor_cores": "OHLCV_SPARK_EXECUTOR_CORES",
     "spark_executor_memory": "OHLCV_SPARK_EXECUTOR_MEMORY",
     "spark_driver_memory": "OHLCV_SPARK_DRIVER_MEMORY",
+    "spark_placement": "OHLCV_SPARK_PLACEMENT",
     "read_mode": "OHLCV_READ_MODE",
     "workflow_storage": "OHLCV_WORKFLOW_STORAGE",
     "step_retries": "OHLCV_STEP_RETRIES",
@@ -61,6 +62,7 @@ _CHOICES = {
     "catchup": ("coalesce", "all", "skip"),
     "overlap": ("skip", "wait"),
 }
+_PLACEMENTS = ("SPREAD", "PACK", "STRICT_SPREAD", "STRICT_PACK")
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,9 @@ class Settings:
     spark_executor_cores: int | None = None
     spark_executor_memory: str | None = None  # e.g. "2g"; None: sized from the cluster's memory
     spark_driver_memory: str = "1g"
+    # Where Ray places the executors (a placement group): SPREAD puts them on different nodes,
+    # PACK on as few as possible; None lets Ray choose.
+    spark_placement: str | None = None
     # How Spark reads trade files: "native" hands local Parquet paths to Spark's reader,
     # "arrow" reads every file through pyiceberg's FileIO (any object store), "auto" picks
     # native when every planned file is local and has no delete files.
@@ -174,6 +179,8 @@ def _validated(settings: Settings) -> Settings:
     for name, choices in _CHOICES.items():
         if getattr(settings, name) not in choices:
             raise ConfigError(f"{ENVIRONMENT[name]} must be {', '.join(choices[:-1])} or {choices[-1]}, got {getattr(settings, name)!r}")
+    if settings.spark_placement is not None and settings.spark_placement not in _PLACEMENTS:
+        raise ConfigError(f"OHLCV_SPARK_PLACEMENT must be one of {', '.join(_PLACEMENTS)}, got {settings.spark_placement!r}")
     from ohlcv.candle_model import parse_sample_spec
 
     parse_sample_spec(settings.audit_sample)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from urllib.parse import urlsplit
@@ -25,7 +26,7 @@ from urllib.parse import urlsplit
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-from pyiceberg.exceptions import CommitFailedException
+from pyiceberg.exceptions import CommitFailedException, ValidationException
 from pyiceberg.expressions import AlwaysTrue, And, BooleanExpression, EqualTo, GreaterThanOrEqual, LessThan
 from pyiceberg.table import FileScanTask, Table
 
@@ -42,6 +43,7 @@ __all__ = [
     "CommitResult",
     "merge_candles",
     "commit_candles",
+    "committing",
     "read_candles",
 ]
 
@@ -206,6 +208,23 @@ def merge_candles(existing: pa.Table, fresh: pa.Table, now: datetime) -> tuple[p
     return table.cast(pa.schema([f.with_nullable(True) for f in target])).cast(target), counts
 
 
+@contextmanager
+def committing(table: Table, what: str):
+    """Turn a lost commit race into CommitConflict (transient: the retry re-reads and wins).
+
+    pyiceberg 0.12 retries a commit on a newer base by itself; when the other writer changed
+    rows this commit replaces, it raises ValidationException, and when the base moved in a way it
+    cannot rebase, CommitFailedException. Both mean: another writer committed first.
+    """
+    try:
+        with warnings.catch_warnings():
+            # Filling a range that held no rows yet is normal here, not worth a warning.
+            warnings.filterwarnings("ignore", "Delete operation did not match any records")
+            yield
+    except (CommitFailedException, ValidationException) as exc:
+        raise CommitConflict(f"{table.name()[-1]} {what}: another writer committed first ({exc})") from exc
+
+
 def commit_candles(table: Table, fresh: pa.Table, rng: WindowRange, now: datetime) -> CommitResult:
     """Replace the candles of `rng` with `fresh` in one commit (none if nothing changed)."""
     name = table.name()[-1]
@@ -218,13 +237,8 @@ def commit_candles(table: Table, fresh: pa.Table, rng: WindowRange, now: datetim
     merged, counts = merge_candles(existing, fresh, now)
     if counts["inserted"] + counts["updated"] + counts["deleted"] == 0:
         return CommitResult(name, rng, **counts, snapshot_id=None)
-    try:
-        with warnings.catch_warnings():
-            # Filling a range that held no candles yet is normal here, not worth a warning.
-            warnings.filterwarnings("ignore", "Delete operation did not match any records")
-            table.overwrite(merged, overwrite_filter=window, snapshot_properties={"ohlcv.range": str(rng)})
-    except CommitFailedException as exc:
-        raise CommitConflict(f"{name} {rng}: another writer committed first ({exc})") from exc
+    with committing(table, str(rng)):
+        table.overwrite(merged, overwrite_filter=window, snapshot_properties={"ohlcv.range": str(rng)})
     snapshot = table.current_snapshot()
     log.info("committed %s %s: %s", name, rng, counts)
     return CommitResult(name, rng, **counts, snapshot_id=snapshot.snapshot_id if snapshot else None)

@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import logging
-import warnings
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from urllib.parse import urlsplit
@@ -24,7 +23,7 @@ from pyarrow import fs as pafs
 from pyiceberg.table import Table
 
 from ohlcv.retention import partitions
-from ohlcv.store import range_filter
+from ohlcv.store import committing, range_filter
 from ohlcv.timeframes import Timeframe
 from ohlcv.windows import WindowRange, next_partition_start, tick_range
 
@@ -81,8 +80,7 @@ def compact(table: Table, tf: Timeframe, now: datetime, min_files: int = 2) -> C
 def _rewrite(table: Table, rng: WindowRange) -> None:
     window = range_filter("window_start", rng)
     rows = table.scan(row_filter=window).to_arrow().sort_by([("window_start", "ascending"), ("exchange", "ascending"), ("symbol", "ascending")])
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", "Delete operation did not match any records")
+    with committing(table, f"compaction of {rng}"):
         table.overwrite(rows, overwrite_filter=window, snapshot_properties={"ohlcv.compaction": str(rng)})
     log.info("compacted %s %s: %d rows", table.name()[-1], rng, rows.num_rows)
 

@@ -4,6 +4,11 @@ and a fresh warehouse with a real SQLite Iceberg catalog per test."""
 from __future__ import annotations
 
 import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import uuid
 import warnings
 from datetime import datetime, timezone
 from pathlib import Path
@@ -16,6 +21,8 @@ from ohlcv.catalog import ensure_tables, load_table, open_catalog
 from ohlcv.settings import Settings
 
 _OUR_VARIABLES = ("OHLCV_", "RAY_ADDRESS")
+# A PostgreSQL server for the catalog tests, given by CI; read now, before the isolation below.
+POSTGRES_URI = os.environ.get("OHLCV_TEST_POSTGRES_URI")
 
 
 @pytest.fixture(autouse=True)
@@ -51,12 +58,78 @@ def spark(ray_cluster):
     return spark_service(Settings(warehouse="/nonexistent-unused"))
 
 
+def _postgres_binaries() -> Path | None:
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), reverse=True)
+    on_path = shutil.which("initdb")
+    return found[0].parent if found else (Path(on_path).parent if on_path else None)
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A PostgreSQL server: OHLCV_TEST_POSTGRES_URI, or a throwaway one on loopback when the
+    server is installed (Debian: apt-get install postgresql); otherwise the tests are skipped."""
+    if POSTGRES_URI:
+        yield POSTGRES_URI.rstrip("/")
+        return
+    binaries = _postgres_binaries()
+    if binaries is None:
+        pytest.skip("PostgreSQL is not installed (Debian: apt-get install postgresql)")
+    # Its own folder: the postgres user cannot enter pytest's (mode 700, owned by root).
+    data = Path(tempfile.mkdtemp(prefix="ohlcv-pg-", dir="/tmp"))
+    as_owner: list[str] = []
+    if os.geteuid() == 0:  # initdb refuses to run as root
+        shutil.chown(data, "postgres", "postgres")
+        as_owner = ["runuser", "-u", "postgres", "--"]
+    port = _free_port()
+    subprocess.run([*as_owner, str(binaries / "initdb"), "-D", str(data), "-U", "ohlcv", "--auth=trust", "-E", "UTF8"],
+                   check=True, capture_output=True)
+    options = f"-c listen_addresses=127.0.0.1 -p {port} -k {data}"
+    subprocess.run([*as_owner, str(binaries / "pg_ctl"), "-D", str(data), "-o", options, "-w", "-l", str(data / "log"), "start"],
+                   check=True, capture_output=True)
+    try:
+        yield f"postgresql+psycopg://ohlcv@127.0.0.1:{port}"
+    finally:
+        subprocess.run([*as_owner, str(binaries / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"], capture_output=True)
+        shutil.rmtree(data, ignore_errors=True)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    """Settings for a fresh warehouse whose tables exist."""
-    result = Settings(warehouse=str(tmp_path / "warehouse"))
+def postgres_catalog_uri(postgres_server):
+    """A fresh, empty database on the PostgreSQL server, dropped after the test."""
+    import psycopg
+
+    name = f"ohlcv_{uuid.uuid4().hex[:12]}"
+    admin = postgres_server.replace("postgresql+psycopg://", "postgresql://") + "/postgres"
+    with psycopg.connect(admin, autocommit=True) as connection:
+        connection.execute(f'CREATE DATABASE "{name}"')
+    yield f"{postgres_server}/{name}"
+    with psycopg.connect(admin, autocommit=True) as connection:
+        connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def backend(request) -> str:
+    """The catalog a test runs on: "sqlite" unless parametrized with "postgres" too."""
+    return getattr(request, "param", "sqlite")
+
+
+@pytest.fixture
+def settings(tmp_path: Path, backend: str, request) -> Settings:
+    """Settings for a fresh warehouse whose tables exist (on the test's catalog backend)."""
+    catalog_uri = request.getfixturevalue("postgres_catalog_uri") if backend == "postgres" else None
+    result = Settings(warehouse=str(tmp_path / "warehouse"), catalog_uri=catalog_uri)
     ensure_tables(open_catalog(result), result.namespace)
     return result
+
+
+# Use on a test or module to run it on both catalogs.
+BOTH_CATALOGS = pytest.mark.parametrize("backend", ["sqlite", "postgres"], indirect=True)
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import stored_trades, trade, trades_table, utc
+from conftest import BOTH_CATALOGS, stored_trades, trade, trades_table, utc
 from oracle import compare, expected_candles
 from ohlcv import timeframes
 from ohlcv.catalog import load_candles
@@ -77,6 +77,7 @@ def crafted_trades() -> list[dict]:
     ]
 
 
+@BOTH_CATALOGS
 def test_crafted_trades_match_the_oracle_in_all_five_tables(settings, catalog, spark, tmp_path):
     ingest_rows(settings, catalog, crafted_trades(), tmp_path, "crafted", utc(2024, 2, 2))
     backfill(settings, utc(2024, 1, 31), utc(2024, 2, 2))
@@ -110,6 +111,7 @@ def test_generated_trades_across_midnight_and_month_end_match_the_oracle(setting
     assert_matches_oracle(catalog, trades)
 
 
+@BOTH_CATALOGS
 def test_file_ingested_twice_counts_each_trade_once(settings, catalog, spark, tmp_path):
     rows = crafted_trades()
     ingest_rows(settings, catalog, rows, tmp_path, "first", utc(2024, 2, 2))

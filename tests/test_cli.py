@@ -81,7 +81,7 @@ def test_malformed_file_is_refused_by_the_cli(capsys, env):
 
 
 @pytest.mark.slow
-def test_init_generate_ingest_backfill_query_and_plot(capsys, env, spark):
+def test_init_generate_ingest_backfill_query_and_plot(capsys, env, spark, workflows):
     code, out, _ = ohlcv(capsys, "init")
     assert code == 0 and "crypto_test.gold_ohlcv_1d" in out and "created" in out
     assert "exists" in ohlcv(capsys, "init")[1]
@@ -147,3 +147,34 @@ def test_without_java_a_spark_command_says_what_to_install(tmp_path):
     assert result.returncode == 1
     assert "Java was not found" in result.stderr and "openjdk-17-jre-headless" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_every_command_on_a_postgresql_catalog_without_showing_its_password(capsys, env, spark, workflows, postgres_catalog_uri, monkeypatch):
+    # The test server trusts loopback, so any password works; the point is that none is shown.
+    uri = postgres_catalog_uri.replace("postgresql+psycopg://ohlcv@", "postgresql+psycopg://ohlcv:pa55-w0rd-xyz@")
+    monkeypatch.setenv("OHLCV_CATALOG_URI", uri)
+    outputs = []
+
+    def run(*args):
+        code, out, err = ohlcv(capsys, *args)
+        outputs.append(out + err)
+        assert code == 0, out + err
+        return out
+
+    assert "ohlcv:***@" in run("init")
+    run("generate", "--out", "day.parquet", "--start", "2024-03-10T00:00", "--end", "2024-03-10T03:00", "--trades-per-day", "12000")
+    run("ingest", "day.parquet")
+    run("backfill", "--timeframe", "all", "--start", "2024-03-10", "--end", "2024-03-11")
+    run("run", "--timeframe", "5m", "--as-of", "2024-03-10T02:20Z")
+    assert "BTC-USDT" in run("candles", "--symbol", "BTC-USDT", "--timeframe", "1h", "--format", "csv")
+    run("retention", "--dry-run", "--as-of", "2024-03-11")
+    run("maintain", "--as-of", "2024-03-12")
+    catalog = open_catalog(from_environment())
+    trades = stored_trades(catalog, "crypto_test")
+    for tf in timeframes.resolve("all"):
+        rows = load_candles(catalog, "crypto_test", tf).scan().to_arrow().to_pylist()
+        assert not compare(rows, expected_candles(trades, tf.width)), tf.name
+    assert all("pa55-w0rd-xyz" not in text for text in outputs)
+    code, _, err = ohlcv(capsys, "candles", "--symbol", "BTC;--", "--timeframe", "1h")
+    assert code == 1 and "is not a valid name" in err

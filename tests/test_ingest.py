@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import stored_trades, utc
+from conftest import BOTH_CATALOGS, stored_trades, utc
 from ohlcv import schema as s
 from ohlcv.catalog import load_table
 from ohlcv.errors import InputError, TableNotFound
@@ -80,6 +80,7 @@ def test_parquet_timestamps_naive_and_zoned(settings, catalog, tmp_path):
         "naive": utc(2024, 5, 1, 10), "zoned": utc(2024, 5, 1, 10)}
 
 
+@BOTH_CATALOGS
 def test_bad_rows_go_to_quarantine_with_reasons_and_good_rows_land(settings, catalog, tmp_path):
     body = (
         "binance,BTC-USDT,1,100,1,buy,2024-05-01T10:00:00Z\n"
@@ -94,10 +95,13 @@ def test_bad_rows_go_to_quarantine_with_reasons_and_good_rows_land(settings, cat
         "binance,BTC-USDT,10,100,1,buy,\n"
         "binance,BTC-USDT,11,100,1,buy,1714557600\n"  # seconds read as microseconds: 1970
         ",,12,,1,buy,2024-05-01T10:00:00Z\n"
+        "bin ance,BTC-USDT,14,100,1,buy,2024-05-01T10:00:00Z\n"
+        "binance,BTC;DROP TABLE,15,100,1,buy,2024-05-01T10:00:00Z\n"
+        "binance,../../etc,16,100,1,buy,2024-05-01T10:00:00Z\n"
         "kraken,ETH-USDT,13,3000.5,0.25,sell,2024-05-01T10:00:01Z\n"
     )
     [report] = ingest_files(catalog, "market_data", [write_csv(tmp_path, body)], "us", NOW)
-    assert (report.rows, report.ingested, report.quarantined) == (13, 2, 11)
+    assert (report.rows, report.ingested, report.quarantined) == (16, 2, 14)
     assert sorted(r["trade_id"] for r in stored_trades(catalog)) == ["1", "13"]
     reasons = {r["trade_id"]: r["reason"] for r in quarantined(catalog)}
     assert reasons == {
@@ -112,6 +116,9 @@ def test_bad_rows_go_to_quarantine_with_reasons_and_good_rows_land(settings, cat
         "10": "missing timestamp",
         "11": "timestamp out of range 2000..2100 (check --epoch-unit)",
         "12": "missing exchange; missing symbol; missing price",
+        "14": "exchange is not a valid name (letters, digits and . _ - / : (at most 64))",
+        "15": "symbol is not a valid name (letters, digits and . _ - / : (at most 64))",
+        "16": "symbol is not a valid name (letters, digits and . _ - / : (at most 64))",
     }
     raw = {r["trade_id"]: r for r in quarantined(catalog)}
     assert raw["5"]["price"] == "abc" and raw["9"]["timestamp"] == "yesterday noon"
@@ -128,6 +135,7 @@ def test_bad_rows_go_to_quarantine_with_reasons_and_good_rows_land(settings, cat
         ("trades.parquet", "not parquet at all", "cannot be read as parquet"),
     ],
 )
+@BOTH_CATALOGS
 def test_malformed_files_are_refused_and_nothing_is_written(settings, catalog, tmp_path, name, content, message):
     good = write_csv(tmp_path, "binance,BTC-USDT,1,100,1,buy,2024-05-01T10:00:00Z\n", name="good.csv")
     bad = tmp_path / name

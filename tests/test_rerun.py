@@ -7,7 +7,7 @@ from datetime import timedelta
 
 import pytest
 
-from conftest import stored_trades, trade, utc
+from conftest import BOTH_CATALOGS, stored_trades, trade, utc
 from oracle import compare, expected_candles
 from ohlcv import timeframes
 from ohlcv.catalog import load_candles
@@ -31,6 +31,7 @@ def content(catalog) -> dict[str, list[dict]]:
     return {tf.name: sorted(stored(catalog, tf), key=key) for tf in ALL}
 
 
+@BOTH_CATALOGS
 def test_rerunning_a_backfill_changes_nothing(settings, catalog, spark, tmp_path):
     ingest_rows(settings, catalog, crafted_trades(), tmp_path, "crafted", utc(2024, 2, 2))
     backfill(settings, utc(2024, 1, 31), utc(2024, 2, 2), now=utc(2030, 1, 1))
@@ -57,6 +58,7 @@ def test_rerunning_a_tick_changes_nothing(settings, catalog, spark, tmp_path):
     assert snapshots(catalog) == ids_before
 
 
+@BOTH_CATALOGS
 def test_late_trades_are_absorbed_and_only_changed_candles_move(settings, catalog, spark, tmp_path):
     first_run, second_run = utc(2030, 1, 1), utc(2030, 1, 2)
     ingest_rows(settings, catalog, crafted_trades(), tmp_path, "crafted", utc(2024, 2, 2))

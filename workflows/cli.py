@@ -291,7 +291,12 @@ def candles(
     from ohlcv.catalog import load_candles, open_catalog
     from ohlcv.store import read_candles
 
+    from ohlcv.ingest import check_name
+
     tf = timeframes.get(timeframe)
+    check_name(symbol, "--symbol")
+    if exchange is not None:
+        check_name(exchange, "--exchange")
     if output not in ("table", "csv", "json"):
         raise InputError(f"--format {output!r}: choose table, csv or json")
     first = parse_time(start, "--start") if start else EPOCH

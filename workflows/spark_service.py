@@ -89,6 +89,7 @@ class SparkSizing:
     executor_cores: int
     executor_memory: str
     driver_memory: str
+    placement: str | None = None  # a Ray placement group strategy for the executors
 
     @property
     def slots(self) -> int:
@@ -110,7 +111,7 @@ def plan_sizing(settings: Settings, cluster_cpus: float, cluster_memory_bytes: f
     else:
         share = cluster_memory_bytes * 0.3 / executors
         memory = f"{int(min(max(share, 1 * _GIB), 2 * _GIB) // 2**20)}m"
-    return SparkSizing(executors, cores, memory, settings.spark_driver_memory)
+    return SparkSizing(executors, cores, memory, settings.spark_driver_memory, settings.spark_placement)
 
 
 def _spark_configs(sizing: SparkSizing) -> dict[str, str]:
@@ -143,7 +144,7 @@ class SparkService:
         try:
             self.spark = raydp.init_spark(
                 app_name, sizing.executors, sizing.executor_cores, sizing.executor_memory,
-                configs=_spark_configs(sizing),
+                placement_group_strategy=sizing.placement, configs=_spark_configs(sizing),
             )
         except BaseException:
             raydp.stop_spark()
@@ -161,6 +162,7 @@ class SparkService:
             "executors": self.sizing.executors,
             "executor_cores": self.sizing.executor_cores,
             "executor_memory": self.sizing.executor_memory,
+            "placement": self.sizing.placement,
             "pid": os.getpid(),
         }
 

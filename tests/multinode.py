@@ -1,0 +1,90 @@
+"""The pipeline on a three-node Ray cluster on this machine (ray.cluster_utils.Cluster: real
+raylets), run by tests/test_multinode.py in a process of its own (a process joins one Ray).
+
+    python tests/multinode.py WORK_DIR spread      # executors on different nodes, a backfill
+    python tests/multinode.py WORK_DIR node-loss   # the same, a worker node killed mid-Spark
+
+Prints one JSON line: where the executors ran, which node was removed, the workflow's status.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import warnings
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+DAY = datetime(2024, 9, 2, tzinfo=timezone.utc)
+
+
+def executor_nodes() -> list[str]:
+    from ray.util.state import list_actors
+
+    actors = list_actors(filters=[("state", "=", "ALIVE")], detail=True, limit=1000)
+    return sorted(a.node_id for a in actors if "Executor" in (a.class_name or ""))
+
+
+def main(work: Path, mode: str) -> dict:
+    warnings.simplefilter("ignore", DeprecationWarning)
+    import ray
+    from ray.cluster_utils import Cluster
+
+    from ohlcv import timeframes
+    from ohlcv.catalog import ensure_tables, open_catalog
+    from ohlcv.generate import GenerateSpec, generate, write_trades
+    from ohlcv.ingest import ingest_files
+    from ohlcv.settings import Settings
+    from ohlcv.windows import plan_backfill
+    from workflows import journal, runs
+    from workflows.spark_service import spark_service
+
+    # The head has no CPU: executors (which ask for CPUs) can only land on the two workers;
+    # the service, the workflow manager and the steps ask for none and stay on the head.
+    cluster = Cluster(initialize_head=True, head_node_args={
+        "num_cpus": 0, "storage": (work / "workflow-storage").as_uri(), "include_dashboard": False})
+    workers = [cluster.add_node(num_cpus=2) for _ in range(2)]
+    ray.init(address=cluster.address, namespace="ohlcv", log_to_driver=False)
+    result: dict = {"worker_nodes": sorted(w.node_id for w in workers)}
+    try:
+        settings = Settings(warehouse=str(work / "warehouse"), spark_executors=2, spark_executor_cores=1,
+                            spark_executor_memory="1g", spark_placement="SPREAD", step_retry_delay=1.0, step_timeout=240.0)
+        catalog = open_catalog(settings)
+        ensure_tables(catalog, settings.namespace)
+        path = write_trades(generate(GenerateSpec(DAY, DAY + timedelta(days=1), symbols=3, exchanges=2,
+                                                  trades_per_day=1_500_000 if mode == "node-loss" else 200_000, seed=5)),
+                            work / "day.parquet")
+        ingest_files(catalog, settings.namespace, [str(path)], "us", datetime.now(timezone.utc))
+        spark_service(settings)
+        result["executor_nodes"] = executor_nodes()
+
+        tfs = timeframes.resolve("all")
+        chunks = plan_backfill(tfs, DAY, DAY + timedelta(days=1))
+        workflow_id = runs.backfill_workflow_id(tfs, DAY, DAY + timedelta(days=1), datetime.now(timezone.utc))
+        workflow = runs.connect(settings)
+        ref = workflow.run_async(runs.backfill_dag(settings, chunks), workflow_id=workflow_id)
+        if mode == "node-loss":
+            deadline = time.monotonic() + 300
+            while time.monotonic() < deadline:
+                step = journal.read_step(workflow_id, "aggregate-0000")
+                if step and step.get("attempts"):
+                    break
+                time.sleep(0.2)
+            time.sleep(2.0)  # the Spark job is running now
+            victim = next(w for w in workers if w.node_id in result["executor_nodes"])
+            cluster.remove_node(victim, allow_graceful=False)
+            result["removed_node"] = victim.node_id
+            result["removed_while"] = (journal.read_step(workflow_id, "aggregate-0000") or {}).get("status")
+        runs.wait(workflow_id, ref)
+        result["status"] = workflow.get_status(workflow_id).name
+        result["aggregate_attempts"] = [a["outcome"] for a in journal.read_step(workflow_id, "aggregate-0000")["attempts"]]
+        result["executors_after"] = executor_nodes()
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+    return result
+
+
+if __name__ == "__main__":
+    print(json.dumps(main(Path(sys.argv[1]), sys.argv[2])), flush=True)

@@ -1,0 +1,56 @@
+"""A head and two worker nodes on this machine: Spark executors spread over the nodes, the
+candles equal the oracle's, and losing a worker node in the middle of the Spark step still ends
+in a completed workflow with correct candles."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from oracle import compare, expected_candles
+from ohlcv import timeframes
+from ohlcv.catalog import load_candles, load_trades, open_catalog
+from ohlcv.settings import Settings
+
+pytestmark = pytest.mark.slow
+
+SCRIPT = Path(__file__).with_name("multinode.py")
+
+
+def run_cluster(work: Path, mode: str) -> dict:
+    environment = {k: v for k, v in os.environ.items() if not k.startswith(("OHLCV_", "RAY_ADDRESS"))}
+    environment["PYTHONPATH"] = os.pathsep.join([str(SCRIPT.parent.parent), environment.get("PYTHONPATH", "")])
+    result = subprocess.run([sys.executable, str(SCRIPT), str(work), mode], env=environment, capture_output=True, text=True, timeout=1200)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def assert_candles_match_the_oracle(work: Path) -> None:
+    settings = Settings(warehouse=str(work / "warehouse"))
+    catalog = open_catalog(settings)
+    trades = load_trades(catalog, settings.namespace).scan().to_arrow().to_pylist()
+    for tf in timeframes.resolve("all"):
+        rows = load_candles(catalog, settings.namespace, tf).scan().to_arrow().to_pylist()
+        assert rows and not compare(rows, expected_candles(trades, tf.width)), tf.name
+
+
+def test_executors_spread_over_the_nodes_and_the_candles_are_right(tmp_path):
+    outcome = run_cluster(tmp_path, "spread")
+    assert len(outcome["executor_nodes"]) == 2
+    assert sorted(set(outcome["executor_nodes"])) == outcome["worker_nodes"]  # one executor on each worker node
+    assert outcome["status"] == "SUCCESSFUL"
+    assert_candles_match_the_oracle(tmp_path)
+
+
+def test_losing_a_worker_node_mid_spark_step_still_completes_correctly(tmp_path):
+    outcome = run_cluster(tmp_path, "node-loss")
+    assert outcome["removed_node"] in outcome["worker_nodes"]
+    assert outcome["removed_while"] == "RUNNING"  # the node went away during the Spark step
+    assert outcome["status"] == "SUCCESSFUL"
+    assert outcome["removed_node"] not in outcome["executors_after"]
+    assert_candles_match_the_oracle(tmp_path)
