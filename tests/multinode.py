@@ -20,10 +20,22 @@ DAY = datetime(2024, 9, 2, tzinfo=timezone.utc)
 
 
 def executor_nodes() -> list[str]:
-    from ray.util.state import list_actors
+    """Node ids of the live Spark executors (from the GCS actor table: no dashboard here)."""
+    from ray._private import state
 
-    actors = list_actors(filters=[("state", "=", "ALIVE")], detail=True, limit=1000)
-    return sorted(a.node_id for a in actors if "Executor" in (a.class_name or ""))
+    actors = state.actors().values()
+    return sorted(
+        a["Address"]["NodeID"] for a in actors if a.get("State") == "ALIVE" and "Executor" in (a.get("ActorClassName") or "")
+    )
+
+
+def control_nodes() -> dict[str, str]:
+    """Where the Spark driver and the actors of Ray Workflows run."""
+    from ray._private import state
+
+    wanted = ("SparkService", "WorkflowManagementActor", "Manager")
+    return {a["ActorClassName"]: a["Address"]["NodeID"] for a in state.actors().values()
+            if a.get("State") == "ALIVE" and a.get("ActorClassName") in wanted}
 
 
 def main(work: Path, mode: str) -> dict:
@@ -44,12 +56,13 @@ def main(work: Path, mode: str) -> dict:
     # the service, the workflow manager and the steps ask for none and stay on the head.
     cluster = Cluster(initialize_head=True, head_node_args={
         "num_cpus": 0, "storage": (work / "workflow-storage").as_uri(), "include_dashboard": False})
-    workers = [cluster.add_node(num_cpus=2) for _ in range(2)]
+    # Every node must know the workflow storage (a `ray start` worker learns it from the head).
+    workers = [cluster.add_node(num_cpus=2, storage=(work / "workflow-storage").as_uri()) for _ in range(2)]
     ray.init(address=cluster.address, namespace="ohlcv", log_to_driver=False)
     result: dict = {"worker_nodes": sorted(w.node_id for w in workers)}
     try:
         settings = Settings(warehouse=str(work / "warehouse"), spark_executors=2, spark_executor_cores=1,
-                            spark_executor_memory="1g", spark_placement="SPREAD", step_retry_delay=1.0, step_timeout=240.0)
+                            spark_executor_memory="1g", spark_placement="SPREAD", step_retry_delay=1.0, step_timeout=180.0)
         catalog = open_catalog(settings)
         ensure_tables(catalog, settings.namespace)
         path = write_trades(generate(GenerateSpec(DAY, DAY + timedelta(days=1), symbols=3, exchanges=2,
@@ -57,7 +70,12 @@ def main(work: Path, mode: str) -> dict:
                             work / "day.parquet")
         ingest_files(catalog, settings.namespace, [str(path)], "us", datetime.now(timezone.utc))
         spark_service(settings)
+        deadline = time.monotonic() + 120  # executors register a moment after the session starts
+        while len(executor_nodes()) < settings.spark_executors and time.monotonic() < deadline:
+            time.sleep(0.5)
         result["executor_nodes"] = executor_nodes()
+        result["control_nodes"] = control_nodes()
+        result["head_node"] = cluster.head_node.node_id
 
         tfs = timeframes.resolve("all")
         chunks = plan_backfill(tfs, DAY, DAY + timedelta(days=1))
@@ -72,12 +90,16 @@ def main(work: Path, mode: str) -> dict:
                     break
                 time.sleep(0.2)
             time.sleep(2.0)  # the Spark job is running now
-            victim = next(w for w in workers if w.node_id in result["executor_nodes"])
+            # Not the node this driver process is attached to (all raylets share one address here,
+            # and Ray picked one of the workers'): killing that one would kill the test itself.
+            driver_socket = ray._private.worker._global_node._raylet_socket_name
+            victim = next(w for w in workers if w.node_id in result["executor_nodes"] and w._raylet_socket_name != driver_socket)
             cluster.remove_node(victim, allow_graceful=False)
             result["removed_node"] = victim.node_id
             result["removed_while"] = (journal.read_step(workflow_id, "aggregate-0000") or {}).get("status")
         runs.wait(workflow_id, ref)
         result["status"] = workflow.get_status(workflow_id).name
+        result["control_nodes_after"] = control_nodes()
         result["aggregate_attempts"] = [a["outcome"] for a in journal.read_step(workflow_id, "aggregate-0000")["attempts"]]
         result["executors_after"] = executor_nodes()
     finally:

@@ -43,6 +43,7 @@ def test_executors_spread_over_the_nodes_and_the_candles_are_right(tmp_path):
     outcome = run_cluster(tmp_path, "spread")
     assert len(outcome["executor_nodes"]) == 2
     assert sorted(set(outcome["executor_nodes"])) == outcome["worker_nodes"]  # one executor on each worker node
+    assert set(outcome["control_nodes"].values()) == {outcome["head_node"]}  # the control plane is on the head
     assert outcome["status"] == "SUCCESSFUL"
     assert_candles_match_the_oracle(tmp_path)
 

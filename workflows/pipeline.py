@@ -16,11 +16,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ohlcv.catalog import load_candles, open_catalog
+from ohlcv.errors import TransientError
 from ohlcv.settings import Settings
 from ohlcv.store import CommitResult, commit_candles, micros
 from ohlcv.windows import Chunk, WindowRange
-from workflows.runtime import call
-from workflows.spark_service import spark_service
+from workflows.runtime import call, import_ray
+from workflows.spark_service import live_executors, spark_service, stop_service
 
 __all__ = ["Aggregated", "aggregate_chunk", "trade_counts", "cancel_request", "commit_chunk", "run_chunks", "ChunkOutcome", "candles_in"]
 
@@ -53,10 +54,39 @@ def aggregate_chunk(settings: Settings, chunk: Chunk, request_id: str | None = N
     service = spark_service(settings)  # keep the handle in a variable: see DESIGN section 6
     names = [tf.name for tf in chunk.timeframes]
     ranges = tuple(sorted({(rng.start, rng.end) for _, rng in chunk.targets}))
-    result = call(service.aggregate.remote(settings, names, chunk.read.start, chunk.read.end, request_id, ranges))
+    request_id = request_id or f"aggregate-{chunk.read}"
+    ref = service.aggregate.remote(settings, names, chunk.read.start, chunk.read.end, request_id, ranges)
+    result = _await_with_watchdog(settings, ref, request_id)
     return Aggregated(
         result["candles"], result["source_counts"], result["files"], result["bytes"], result["read_mode"], result["seconds"]
     )
+
+
+WATCHDOG_SECONDS = 5.0
+
+
+def _await_with_watchdog(settings: Settings, ref, request_id: str) -> dict:
+    """Wait for a Spark request, checking every few seconds that its executors still live.
+
+    A lost executor (its node died) makes Spark hang until its heartbeat timeout; instead, the
+    request is cancelled and the session stopped, and the try fails as transient: the retry
+    starts a fresh session on the nodes that are left. The yardstick is the most executors seen
+    alive during the request, not the number asked for: a cluster that could only ever place
+    some of them is slow, not broken.
+    """
+    ray = import_ray()
+    most_alive = live_executors()
+    while True:
+        ready, _ = ray.wait([ref], timeout=WATCHDOG_SECONDS)
+        if ready:
+            return call(ref)
+        alive = live_executors()
+        most_alive = max(most_alive, alive)
+        if alive < most_alive:
+            log.warning("%d of %d Spark executors left: restarting the Spark session", alive, most_alive)
+            cancel_request(settings, request_id)
+            stop_service()
+            raise TransientError(f"{most_alive - alive} Spark executor(s) lost (a node died?); the Spark session was restarted")
 
 
 def trade_counts(settings: Settings, tfs, rng: WindowRange) -> dict[str, pa.Table]:

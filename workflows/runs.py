@@ -24,7 +24,7 @@ from ohlcv.store import CommitResult
 from ohlcv.timeframes import TIMEFRAMES, Timeframe
 from ohlcv.windows import Chunk, as_utc, plan_backfill, tick_chunks
 from workflows import journal
-from workflows.runtime import ensure_ray, import_ray, import_workflow, require_workflow_storage
+from workflows.runtime import ensure_ray, import_ray, import_workflow, pin_workflow_actors_to_head, require_workflow_storage
 
 __all__ = [
     "tick_workflow_id",
@@ -56,6 +56,7 @@ def connect(settings: Settings):
     """Ray up (local, with workflow storage, or the cluster's) and `ray.workflow` ready."""
     ensure_ray(settings)
     require_workflow_storage(settings)
+    pin_workflow_actors_to_head()
     return import_workflow()
 
 

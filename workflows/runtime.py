@@ -9,7 +9,10 @@ import warnings
 from ohlcv.errors import ConfigError, ServiceUnavailable
 from ohlcv.settings import Settings
 
-__all__ = ["NAMESPACE", "ensure_ray", "import_ray", "import_workflow", "require_workflow_storage", "call"]
+__all__ = [
+    "NAMESPACE", "ensure_ray", "import_ray", "import_workflow", "require_workflow_storage", "call", "head_affinity",
+    "pin_workflow_actors_to_head",
+]
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +58,46 @@ def import_workflow():
         warnings.filterwarnings("ignore", message="The experimental Ray Workflows library is deprecated")
         from ray import workflow
     return workflow
+
+
+def head_affinity():
+    """A scheduling strategy that places an actor on the head node.
+
+    The control plane (the Spark service, which is the Spark driver, and the actors of Ray
+    Workflows) lives on the head: it is the node a cluster cannot lose anyway, so losing a
+    worker node costs only that node's executors and steps, which Spark and the workflow retry.
+    The affinity is hard: a soft one let Ray 2.47 place the actor elsewhere whenever the head
+    has no CPU to offer (as cluster.yaml's head has not), even for actors that ask for none.
+    """
+    ray = import_ray()
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    head = next((n["NodeID"] for n in ray.nodes() if n.get("Alive") and "node:__internal_head__" in n.get("Resources", {})), None)
+    return NodeAffinitySchedulingStrategy(head, soft=False) if head else "DEFAULT"
+
+
+def pin_workflow_actors_to_head() -> None:
+    """Create Ray Workflows' two detached actors on the head, before ray.workflow would create
+    them wherever the scheduler likes (same names and options as ray 2.47's own code)."""
+    ray = import_ray()
+    import_workflow()
+    from ray.workflow import common, serialization, workflow_access
+
+    strategy = head_affinity()
+    for name, cls, args, ready in (
+        (common.MANAGEMENT_ACTOR_NAME, workflow_access.WorkflowManagementActor, (-1, -1), "ready"),
+        (common.STORAGE_ACTOR_NAME, serialization.Manager, (), "ping"),
+    ):
+        try:
+            ray.get_actor(name, namespace=common.MANAGEMENT_ACTOR_NAMESPACE)
+            continue
+        except ValueError:
+            pass
+        handle = cls.options(
+            name=name, namespace=common.MANAGEMENT_ACTOR_NAMESPACE, lifetime="detached",
+            get_if_exists=True, scheduling_strategy=strategy, num_cpus=0,  # a CPU-less head must fit them
+        ).remote(*args)
+        ray.get(getattr(handle, ready).remote())
 
 
 def require_workflow_storage(settings: Settings) -> None:

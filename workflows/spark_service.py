@@ -22,10 +22,11 @@ from datetime import datetime
 
 from ohlcv.errors import ConfigError, OhlcvError, SchemaMismatch, ServiceUnavailable, TransientError
 from ohlcv.settings import Settings
-from workflows.runtime import NAMESPACE, ensure_ray, import_ray
+from workflows.runtime import NAMESPACE, ensure_ray, head_affinity, import_ray
 
 __all__ = [
     "SERVICE_NAME", "SparkSizing", "plan_sizing", "java_major_version", "require_java", "start_service", "spark_service", "stop_service",
+    "live_executors",
 ]
 
 log = logging.getLogger(__name__)
@@ -308,6 +309,7 @@ def _create(settings: Settings):
             get_if_exists=True,
             num_cpus=0,
             max_concurrency=4,
+            scheduling_strategy=head_affinity(),  # the Spark driver: see runtime.head_affinity
         )
         .remote(sizing, app_name)
     )
@@ -335,6 +337,20 @@ def spark_service(settings: Settings):
     return handle
 
 
+def live_executors() -> int:
+    """Spark executors (Ray actors) alive now, from Ray's own actor table.
+
+    RayDP does not tell Spark when an executor's node dies: Spark notices only after its
+    heartbeat timeout, and a job meanwhile hangs. Ray's actor table knows at once.
+    """
+    from ray._private import state
+
+    return sum(
+        1 for actor in state.actors().values()
+        if actor.get("State") == "ALIVE" and "RayDPExecutor" in (actor.get("ActorClassName") or "")
+    )
+
+
 def stop_service() -> bool:
     """Stop the Spark service if one runs; True when one was stopped."""
     ray = import_ray()
@@ -343,7 +359,9 @@ def stop_service() -> bool:
     except ValueError:
         return False
     try:
-        ray.get(handle.stop.remote(), timeout=60)
+        ray.get(handle.stop.remote(), timeout=30)
+    except Exception:  # noqa: BLE001 - a session that lost executors may not stop cleanly: kill it
+        log.warning("the Spark service did not stop cleanly; killing it", exc_info=True)
     finally:
         ray.kill(handle)
     return True
