@@ -53,5 +53,7 @@ def test_losing_a_worker_node_mid_spark_step_still_completes_correctly(tmp_path)
     assert outcome["removed_node"] in outcome["worker_nodes"]
     assert outcome["removed_while"] == "RUNNING"  # the node went away during the Spark step
     assert outcome["status"] == "SUCCESSFUL"
+    # the watchdog failed the try at once (transient), and the retry on a fresh session succeeded
+    assert outcome["aggregate_attempts"] == ["transient", "ok"]
     assert outcome["removed_node"] not in outcome["executors_after"]
     assert_candles_match_the_oracle(tmp_path)

@@ -86,7 +86,9 @@ def _await_with_watchdog(settings: Settings, ref, request_id: str) -> dict:
             log.warning("%d of %d Spark executors left: restarting the Spark session", alive, most_alive)
             cancel_request(settings, request_id)
             stop_service()
-            raise TransientError(f"{most_alive - alive} Spark executor(s) lost (a node died?); the Spark session was restarted")
+            raise TransientError(
+                f"Spark executors alive fell from {most_alive} to {alive} (a node died?); the Spark session was restarted"
+            )
 
 
 def trade_counts(settings: Settings, tfs, rng: WindowRange) -> dict[str, pa.Table]:

@@ -364,7 +364,21 @@ def stop_service() -> bool:
         log.warning("the Spark service did not stop cleanly; killing it", exc_info=True)
     finally:
         ray.kill(handle)
+        _wait_until_gone(ray)
     return True
+
+
+def _wait_until_gone(ray, seconds: float = 30.0) -> None:
+    """Wait until the service's name is free: `ray.kill` returns at once, and a new service
+    created under the name meanwhile would be handed the dying actor."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            ray.get_actor(SERVICE_NAME, namespace=NAMESPACE)
+        except ValueError:
+            return
+        time.sleep(0.2)
+    log.warning("the Spark service's name was still taken %.0fs after it was killed", seconds)
 
 
 def _root_message(exc: BaseException) -> str:
