@@ -192,7 +192,7 @@ class SparkService:
         try:
             table = load_trades(self._catalog(settings), settings.namespace)
             trades, plan = read_trades(self.spark, table, rng, settings.read_mode, self.sizing.slots)
-            unique = aggregate.dedupe_trades(trades, partitions=max(8, 8 * self.sizing.slots))
+            unique = aggregate.dedupe_trades(trades, partitions=aggregate.shuffle_partitions(plan.rows, self.sizing.slots))
             if keep:  # read by several jobs (candles and reconciliation counts): compute it once
                 unique = unique.persist()
             try:
