@@ -62,7 +62,7 @@ def main(work: Path, mode: str) -> dict:
     result: dict = {"worker_nodes": sorted(w.node_id for w in workers)}
     try:
         settings = Settings(warehouse=str(work / "warehouse"), spark_executors=2, spark_executor_cores=1,
-                            spark_executor_memory="1g", spark_placement="SPREAD", step_retry_delay=1.0, step_timeout=180.0)
+                            spark_executor_memory="1g", spark_placement="SPREAD", step_retry_delay=1.0, step_timeout=180.0, step_retries=3)
         catalog = open_catalog(settings)
         ensure_tables(catalog, settings.namespace)
         path = write_trades(generate(GenerateSpec(DAY, DAY + timedelta(days=1), symbols=3, exchanges=2,
@@ -100,7 +100,9 @@ def main(work: Path, mode: str) -> dict:
         runs.wait(workflow_id, ref)
         result["status"] = workflow.get_status(workflow_id).name
         result["control_nodes_after"] = control_nodes()
-        result["aggregate_attempts"] = [a["outcome"] for a in journal.read_step(workflow_id, "aggregate-0000")["attempts"]]
+        attempts = journal.read_step(workflow_id, "aggregate-0000")["attempts"]
+        result["aggregate_attempts"] = [a["outcome"] for a in attempts]
+        result["aggregate_errors"] = [a.get("error") for a in attempts]
         result["executors_after"] = executor_nodes()
     finally:
         ray.shutdown()

@@ -53,7 +53,9 @@ def test_losing_a_worker_node_mid_spark_step_still_completes_correctly(tmp_path)
     assert outcome["removed_node"] in outcome["worker_nodes"]
     assert outcome["removed_while"] == "RUNNING"  # the node went away during the Spark step
     assert outcome["status"] == "SUCCESSFUL"
-    # the watchdog failed the try at once (transient), and the retry on a fresh session succeeded
-    assert outcome["aggregate_attempts"] == ["transient", "ok"]
+    # Spark absorbed the loss, or the watchdog failed the try (transient) and a retry on a fresh
+    # session succeeded; a retry that raced Ray's detection of the dead node may fail once more.
+    *failed, last = outcome["aggregate_attempts"]
+    assert last == "ok" and set(failed) <= {"transient"} and len(failed) <= 2, outcome["aggregate_errors"]
     assert outcome["removed_node"] not in outcome["executors_after"]
     assert_candles_match_the_oracle(tmp_path)

@@ -331,6 +331,7 @@ def spark_service(settings: Settings):
         info = ray.get(handle.info.remote())
     except Exception as exc:
         # A missing prerequisite (no Java on the node) will not heal by retrying: terminal.
+        log.warning("the Spark service did not start: %s", exc)  # the whole story, for the step's log
         kind = ConfigError if "ConfigError: " in str(exc) else ServiceUnavailable
         raise kind(f"the Spark service did not start: {_root_message(exc)}") from None
     log.info("Spark service %s started in %.1fs", info["app_name"], info["startup_seconds"])
@@ -386,4 +387,6 @@ def _root_message(exc: BaseException) -> str:
     for marker in ("ConfigError: ", "ServiceUnavailable: ", "OhlcvError: "):
         if marker in text:
             return text.split(marker, 1)[1].splitlines()[0]
-    return text.strip().splitlines()[-1] if text.strip() else type(exc).__name__
+    lines = text.strip().splitlines()
+    cause = next((line.strip() for line in lines if "died because" in line), None)  # an ActorDiedError's reason
+    return cause or (lines[-1] if lines else type(exc).__name__)
