@@ -49,6 +49,7 @@ class HeadNode:
         ports = dict(zip(PORT_FLAGS, free_ports(len(PORT_FLAGS))))
         self.gcs_port, self.dashboard_port = ports["--port"], ports["--dashboard-port"]
         self.metrics_port = ports["--metrics-export-port"]
+        self.agent_port = ports["--dashboard-agent-listen-port"]
         # Short: Ray puts unix sockets in it, and socket paths are limited to ~100 bytes.
         self.temp_dir = tempfile.mkdtemp(prefix="rh", dir="/tmp")
         command = [
@@ -66,8 +67,12 @@ class HeadNode:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"ray start exited with {self.process.returncode}; see {self.log.name}")
+            # Up means: the dashboard answers, and so does the head's dashboard agent, which runs
+            # the submitted jobs (`ray job submit` fails with "no available agent" before it does).
             try:
                 with urllib.request.urlopen(f"{self.dashboard}/api/version", timeout=2):
+                    pass
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.agent_port}/api/local_raylet_healthz", timeout=2):
                     return self
             except OSError:
                 time.sleep(1)

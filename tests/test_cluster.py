@@ -118,12 +118,15 @@ def test_the_scheduler_runs_as_a_ray_job(environment, tmp_path):
     head = HeadNode((tmp_path / "workflow-storage").as_uri(), tmp_path).start()
     try:
         job_env = {k: environment[k] for k in ("OHLCV_WAREHOUSE", "OHLCV_STEP_RETRY_DELAY")}
-        submitted = subprocess.run(
-            [str(BIN / "ray"), "job", "submit", "--address", head.dashboard, "--working-dir", str(REPO),
-             "--runtime-env-json", json.dumps({"env_vars": job_env}), "--",
-             "ohlcv", "schedule", "--once", "--as-of", as_of.isoformat()],
-            env={**environment, "RAY_ADDRESS": ""}, capture_output=True, text=True, timeout=900,
-        )
+        for _ in range(3):  # Ray's own advice when its job agent is still starting: "try again later"
+            submitted = subprocess.run(
+                [str(BIN / "ray"), "job", "submit", "--address", head.dashboard, "--working-dir", str(REPO),
+                 "--runtime-env-json", json.dumps({"env_vars": job_env}), "--",
+                 "ohlcv", "schedule", "--once", "--as-of", as_of.isoformat()],
+                env={**environment, "RAY_ADDRESS": ""}, capture_output=True, text=True, timeout=900,
+            )
+            if "No available agent" not in submitted.stderr:
+                break
         assert submitted.returncode == 0, submitted.stdout + submitted.stderr
         [job] = [j for j in head.jobs() if "ohlcv schedule --once" in j["entrypoint"]]
         assert job["status"] == "SUCCEEDED", job
