@@ -289,9 +289,8 @@ def candles(
 ) -> None:
     """Query candles of one symbol (no Spark needed: reads the table through pyiceberg)."""
     from ohlcv.catalog import load_candles, open_catalog
-    from ohlcv.store import read_candles
-
     from ohlcv.ingest import check_name
+    from ohlcv.store import read_candles
 
     tf = timeframes.get(timeframe)
     check_name(symbol, "--symbol")

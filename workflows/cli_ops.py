@@ -63,7 +63,6 @@ def list_runs(
 def show_run(workflow_id: str = typer.Argument(..., help="A workflow id from `ohlcv workflows list`.")) -> None:
     """One run: its steps, their status, tries, timings and outputs' summaries or errors."""
     from workflows import journal
-
     from workflows.runs import require_workflow
 
     workflow = _connect()

@@ -287,12 +287,17 @@ def start_service(settings: Settings) -> None:
     Commands call this as soon as Ray is up, so that the seconds RayDP takes to start overlap
     the workflow's own start-up; the first step that needs Spark then waits for the rest.
     """
-    ray = import_ray()
     ensure_ray(settings)
-    try:
-        ray.get_actor(SERVICE_NAME, namespace=NAMESPACE)
-    except ValueError:
+    if _existing_service() is None:
         _create(settings)
+
+
+def _existing_service():
+    """The running service's handle, or None."""
+    try:
+        return import_ray().get_actor(SERVICE_NAME, namespace=NAMESPACE)
+    except ValueError:
+        return None
 
 
 def _create(settings: Settings):
@@ -321,10 +326,9 @@ def spark_service(settings: Settings):
     if not settings.ray_address and not ray.is_initialized():
         require_java()  # fail before paying for a local Ray start; remote nodes check their own Java
     ensure_ray(settings)
-    try:
-        return ray.get_actor(SERVICE_NAME, namespace=NAMESPACE)
-    except ValueError:
-        pass
+    running = _existing_service()
+    if running is not None:
+        return running
     handle = _create(settings)
     try:
         # Not `call`: a failed __init__ surfaces as an actor error whose text holds the cause.
@@ -354,32 +358,17 @@ def live_executors() -> int:
 
 def stop_service() -> bool:
     """Stop the Spark service if one runs; True when one was stopped."""
-    ray = import_ray()
-    try:
-        handle = ray.get_actor(SERVICE_NAME, namespace=NAMESPACE)
-    except ValueError:
+    handle = _existing_service()
+    if handle is None:
         return False
+    ray = import_ray()
     try:
         ray.get(handle.stop.remote(), timeout=30)
     except Exception:  # noqa: BLE001 - a session that lost executors may not stop cleanly: kill it
         log.warning("the Spark service did not stop cleanly; killing it", exc_info=True)
     finally:
         ray.kill(handle)
-        _wait_until_gone(ray)
     return True
-
-
-def _wait_until_gone(ray, seconds: float = 30.0) -> None:
-    """Wait until the service's name is free: `ray.kill` returns at once, and a new service
-    created under the name meanwhile would be handed the dying actor."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            ray.get_actor(SERVICE_NAME, namespace=NAMESPACE)
-        except ValueError:
-            return
-        time.sleep(0.2)
-    log.warning("the Spark service's name was still taken %.0fs after it was killed", seconds)
 
 
 def _root_message(exc: BaseException) -> str:
