@@ -30,7 +30,7 @@ def main() -> None:
     from pyspark.sql import SparkSession
 
     from ohlcv import timeframes
-    from workflows.spark_service import JAVA_OPTIONS
+    from workflows.spark.java import JAVA_OPTIONS
 
     with MemorySampler() as sampler:
         with sampler.phase("plain spark"):

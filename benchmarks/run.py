@@ -127,9 +127,9 @@ def empty_candle_tables(settings) -> None:
 def measure_size(label: str, plan: Plan, sampler) -> dict:
     from ohlcv import timeframes
     from ohlcv.store import micros
-    from workflows import runs
+    from workflows.orchestration import runs
     from workflows.runtime import call, ensure_ray
-    from workflows.spark_service import spark_service
+    from workflows.spark.service import spark_service
     from benchmarks.reference import duckdb_candles
 
     trades_per_day = SIZES[label]
@@ -209,7 +209,7 @@ def run_ticks(settings, count: int, rerun: bool = False) -> list[float]:
 
 def timed_tick(settings, as_of: datetime, rerun: bool) -> float:
     from ohlcv import timeframes
-    from workflows import runs
+    from workflows.orchestration import runs
 
     started = time.monotonic()
     runs.run_tick(settings, timeframes.get("1m"), as_of, rerun=rerun)
@@ -219,7 +219,7 @@ def timed_tick(settings, as_of: datetime, rerun: bool) -> float:
 def stop_project() -> None:
     import ray
 
-    from workflows.spark_service import stop_service
+    from workflows.spark.service import stop_service
 
     stop_service()
     ray.shutdown()
@@ -230,7 +230,7 @@ def measure_history(label: str, plan: Plan) -> dict:
     and candles. Both are built first, then their ticks alternate, so that neither profits more
     from the workers warming up."""
     from ohlcv import timeframes
-    from workflows import runs
+    from workflows.orchestration import runs
     from workflows.runtime import ensure_ray
 
     one_minute = timeframes.get("1m")

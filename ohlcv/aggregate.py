@@ -28,6 +28,8 @@ __all__ = [
     "ROWS_PER_SHUFFLE_TASK", "shuffle_partitions",
     "OUTPUT_COLUMNS",
     "dedupe_trades",
+    "rollup",
+    "release",
     "candles",
     "candles_for",
     "collect_candles",

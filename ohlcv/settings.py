@@ -19,7 +19,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from ohlcv.errors import ConfigError
 
-__all__ = ["Settings", "load_settings", "from_environment", "ReadMode"]
+__all__ = ["Settings", "load_settings", "from_environment", "read_config_file", "mask_password", "ReadMode", "ENVIRONMENT"]
 
 ReadMode = Literal["auto", "arrow", "native"]
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")

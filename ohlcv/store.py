@@ -37,7 +37,11 @@ from ohlcv.windows import EPOCH, WindowRange
 __all__ = [
     "micros",
     "range_filter",
+    "TRADE_READ_COLUMNS",
+    "ARROW_TRADES",
+    "SPARK_TRADE_SCHEMA",
     "plan_trade_files",
+    "rows_in_range",
     "ReadPlan",
     "read_trades",
     "CommitResult",
@@ -50,21 +54,16 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 TRADE_READ_COLUMNS = ("exchange", "symbol", "trade_id", "price", "quantity", "timestamp", "ingested_at")
-SPARK_TRADE_SCHEMA = (
-    "exchange string, symbol string, trade_id string, price double, quantity double, "
-    "timestamp timestamp, ingested_at timestamp"
-)
+# What Spark reads, typed from the table's one schema: nullable, and text as Arrow `string`,
+# because Spark's Arrow bridge does not take pyiceberg's `large_string`.
 ARROW_TRADES = pa.schema(
     [
-        ("exchange", pa.string()),
-        ("symbol", pa.string()),
-        ("trade_id", pa.string()),
-        ("price", pa.float64()),
-        ("quantity", pa.float64()),
-        ("timestamp", pa.timestamp("us", tz="UTC")),
-        ("ingested_at", pa.timestamp("us", tz="UTC")),
+        pa.field(f.name, pa.string() if pa.types.is_large_string(f.type) else f.type)
+        for f in s.arrow_schema(s.TRADES_SCHEMA.select(*TRADE_READ_COLUMNS))
     ]
 )
+_SPARK_TYPES = {pa.string(): "string", pa.float64(): "double", pa.timestamp("us", tz="UTC"): "timestamp"}
+SPARK_TRADE_SCHEMA = ", ".join(f"{f.name} {_SPARK_TYPES[f.type]}" for f in ARROW_TRADES)
 # Fields compared exactly, and sums whose last bits depend on Spark's summation order.
 EXACT_FIELDS = ("window_end", "window_date", "open_price", "high_price", "low_price", "close_price", "trade_count")
 SUMMED_FIELDS = ("volume", "vwap")

@@ -1,7 +1,7 @@
 """The timeframe table: the single source of truth every job, workflow and schedule reads.
 
 Each row carries the candle width, how its table is partitioned, how far back a scheduled
-run recomputes, how long its partitions are kept, when it runs, and how it writes. Nothing
+run recomputes, how long its partitions are kept, and when it runs. Nothing
 else in the code base may branch on a timeframe's name.
 """
 
@@ -16,7 +16,6 @@ from ohlcv.errors import InputError
 __all__ = ["Timeframe", "TIMEFRAMES", "get", "resolve", "rollup_parent"]
 
 Partition = Literal["day", "month"]
-WriteMode = Literal["incremental", "batch"]
 
 
 @dataclass(frozen=True)
@@ -27,7 +26,6 @@ class Timeframe:
     lookback: timedelta
     retention: timedelta
     cron: str
-    mode: WriteMode
 
     @property
     def table(self) -> str:
@@ -44,15 +42,15 @@ TIMEFRAMES: dict[str, Timeframe] = {
     tf.name: tf
     for tf in (
         Timeframe("1m", timedelta(minutes=1), "day", timedelta(minutes=10), timedelta(days=90),
-                  "*/5 * * * *", "incremental"),
+                  "*/5 * * * *"),
         Timeframe("5m", timedelta(minutes=5), "day", timedelta(minutes=20), timedelta(days=180),
-                  "5,20,35,50 * * * *", "incremental"),
+                  "5,20,35,50 * * * *"),
         Timeframe("30m", timedelta(minutes=30), "day", timedelta(hours=1), timedelta(days=365),
-                  "10,40 * * * *", "batch"),
+                  "10,40 * * * *"),
         Timeframe("1h", timedelta(hours=1), "day", timedelta(hours=2), timedelta(days=3 * 365),
-                  "15 * * * *", "batch"),
+                  "15 * * * *"),
         Timeframe("1d", timedelta(days=1), "month", timedelta(days=2), timedelta(days=5 * 365),
-                  "5 0 * * *", "batch"),
+                  "5 0 * * *"),
     )
 }
 

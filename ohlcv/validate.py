@@ -18,15 +18,16 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from ohlcv import schema as s
 from ohlcv.errors import TerminalError
 from ohlcv.timeframes import Timeframe
 
-__all__ = ["CheckResult", "AuditReport", "AuditFailed", "invariant_checks", "reconcile", "sample_checks", "audit_candles"]
+__all__ = ["EXAMPLES_PER_CHECK", "CheckResult", "AuditReport", "AuditFailed", "invariant_checks", "reconcile", "sample_checks", "audit_candles"]
 
 EXAMPLES_PER_CHECK = 5
 # vwap = sum(p*q)/sum(q) can land a rounding error outside [low, high] when every price is equal.
 VWAP_RELATIVE_SLACK = 1e-12
-_KEY_COLUMNS = ["exchange", "symbol", "window_start"]
+_KEY_COLUMNS = list(s.CANDLE_KEY)
 
 
 @dataclass

@@ -1,5 +1,6 @@
-"""Shared fixtures: one real local Ray cluster and one RayDP Spark service per test session,
-and a fresh warehouse with a real SQLite Iceberg catalog per test."""
+"""Every fixture of the suite: one real local Ray cluster and one RayDP Spark service per test
+session, a fresh warehouse with a real SQLite (or PostgreSQL) Iceberg catalog per test, and the
+workflow fixtures. Helpers that are not fixtures live in support.py."""
 
 from __future__ import annotations
 
@@ -10,15 +11,14 @@ import subprocess
 import tempfile
 import uuid
 import warnings
-from datetime import datetime, timezone
 from pathlib import Path
 
-import pyarrow as pa
 import pytest
 
-from ohlcv import schema as s
-from ohlcv.catalog import ensure_tables, load_table, open_catalog
+from ohlcv.catalog import ensure_tables, open_catalog
+from ohlcv.generate import GenerateSpec, generate
 from ohlcv.settings import Settings
+from support import ingest_rows, stored_trades, utc
 
 _OUR_VARIABLES = ("OHLCV_", "RAY_ADDRESS")
 # A PostgreSQL server for the catalog tests, given by CI; read now, before the isolation below.
@@ -44,7 +44,7 @@ def ray_cluster(tmp_path_factory):
         warnings.filterwarnings("ignore", message="Cluster-wide storage configuration is deprecated")
         ray.init(num_cpus=2, namespace="ohlcv", include_dashboard=False, log_to_driver=False, storage=storage)
     yield ray
-    from workflows.spark_service import stop_service
+    from workflows.spark.service import stop_service
 
     stop_service()
     ray.shutdown()
@@ -53,7 +53,7 @@ def ray_cluster(tmp_path_factory):
 @pytest.fixture(scope="session")
 def spark(ray_cluster):
     """The warm Spark service every Spark test shares (started once: it takes seconds)."""
-    from workflows.spark_service import spark_service
+    from workflows.spark.service import spark_service
 
     return spark_service(Settings(warehouse="/nonexistent-unused"))
 
@@ -128,40 +128,9 @@ def settings(tmp_path: Path, backend: str, request) -> Settings:
     return result
 
 
-# Use on a test or module to run it on both catalogs.
-BOTH_CATALOGS = pytest.mark.parametrize("backend", ["sqlite", "postgres"], indirect=True)
-
-
 @pytest.fixture
 def catalog(settings: Settings):
     return open_catalog(settings)
-
-
-def utc(*parts: int) -> datetime:
-    return datetime(*parts, tzinfo=timezone.utc)
-
-
-def trade(exchange: str, symbol: str, trade_id: str, price: float, quantity: float, ts: datetime, side: str | None = None) -> dict:
-    return {"exchange": exchange, "symbol": symbol, "trade_id": trade_id, "price": price, "quantity": quantity, "side": side, "timestamp": ts}
-
-
-def trades_table(rows: list[dict]) -> pa.Table:
-    """Rows as the Arrow table a Parquet trades file would hold."""
-    return pa.table(
-        {
-            "exchange": [r["exchange"] for r in rows],
-            "symbol": [r["symbol"] for r in rows],
-            "trade_id": [r["trade_id"] for r in rows],
-            "price": pa.array([r["price"] for r in rows], pa.float64()),
-            "quantity": pa.array([r["quantity"] for r in rows], pa.float64()),
-            "side": [r.get("side") for r in rows],
-            "timestamp": pa.array([r["timestamp"] for r in rows], pa.timestamp("us", tz="UTC")),
-        }
-    )
-
-
-def stored_trades(catalog, namespace: str = "market_data") -> list[dict]:
-    return load_table(catalog, namespace, s.TRADES_TABLE).scan().to_arrow().to_pylist()
 
 
 @pytest.fixture
@@ -169,7 +138,7 @@ def workflows(ray_cluster):
     """`ray.workflow`, with every run deleted after the test: tick ids are per cluster, and
     each test has its own warehouse, so a stored tick of another test must not be returned."""
     from workflows.runtime import import_workflow
-    from workflows import journal
+    from workflows.orchestration import journal
 
     workflow = import_workflow()
     yield workflow
@@ -178,3 +147,16 @@ def workflows(ray_cluster):
             workflow.cancel(workflow_id)
         workflow.delete(workflow_id)
         journal.delete_workflow(workflow_id)
+
+
+@pytest.fixture
+def fast(settings, tmp_path) -> Settings:
+    """Settings with short retry delays and armed-failpoint support for this test."""
+    return settings.with_overrides(step_retry_delay=0.5, step_timeout=120.0, failpoint_dir=str(tmp_path / "failpoints"))
+
+
+@pytest.fixture
+def day_of_trades(fast, catalog, tmp_path):
+    rows = generate(GenerateSpec(utc(2024, 4, 1), utc(2024, 4, 3), symbols=2, exchanges=2, trades_per_day=6_000, seed=21)).to_pylist()
+    ingest_rows(fast, catalog, rows, tmp_path, "trades", utc(2024, 4, 3, 1))
+    return stored_trades(catalog)

@@ -49,8 +49,8 @@ def main(work: Path, mode: str) -> dict:
     from ohlcv.ingest import ingest_files
     from ohlcv.settings import Settings
     from ohlcv.windows import plan_backfill
-    from workflows import journal, runs
-    from workflows.spark_service import spark_service
+    from workflows.orchestration import dags, ids, journal, runs
+    from workflows.spark.service import spark_service
 
     # The head has no CPU: executors (which ask for CPUs) can only land on the two workers;
     # the service, the workflow manager and the steps ask for none and stay on the head.
@@ -79,9 +79,9 @@ def main(work: Path, mode: str) -> dict:
 
         tfs = timeframes.resolve("all")
         chunks = plan_backfill(tfs, DAY, DAY + timedelta(days=1))
-        workflow_id = runs.backfill_workflow_id(tfs, DAY, DAY + timedelta(days=1), datetime.now(timezone.utc))
+        workflow_id = ids.backfill_workflow_id(tfs, DAY, DAY + timedelta(days=1), datetime.now(timezone.utc))
         workflow = runs.connect(settings)
-        ref = workflow.run_async(runs.backfill_dag(settings, chunks), workflow_id=workflow_id)
+        ref = workflow.run_async(dags.backfill_dag(settings, chunks), workflow_id=workflow_id)
         if mode == "node-loss":
             deadline = time.monotonic() + 300
             while time.monotonic() < deadline:

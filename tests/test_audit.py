@@ -9,16 +9,16 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from conftest import utc
+from support import utc
 from ohlcv import timeframes
 from ohlcv.aggregate import candle_arrow_schema
 from ohlcv.candle_model import sample_candles
 from ohlcv.catalog import load_candles
 from ohlcv.errors import RunFailed
 from ohlcv.validate import audit_candles
-from test_cli import ohlcv as run_cli
-from test_workflows import AS_OF, day_of_trades, fast, table_rows  # noqa: F401 - fixtures
-from workflows import failpoints, journal, runs
+from support import ohlcv as run_cli
+from support import AS_OF, table_rows
+from workflows.orchestration import failpoints, ids, journal, runs
 
 
 def honest(count: int = 30) -> pa.Table:
@@ -63,7 +63,7 @@ def test_a_corrupted_batch_is_refused_and_the_report_names_each_row(fast, catalo
     assert table_rows(catalog, tf) == []
     assert load_candles(catalog, "market_data", tf).current_snapshot() is None  # not one commit
 
-    workflow_id = runs.tick_workflow_id(tf, AS_OF["1h"])
+    workflow_id = ids.tick_workflow_id(tf, AS_OF["1h"])
     entry = journal.read_step(workflow_id, "validate")
     assert entry["status"] == "FAILED" and len(entry["attempts"]) == 1  # terminal: not retried
     failing = {c["name"]: c for c in entry["report"]["checks"] if c["failed"]}
@@ -88,7 +88,7 @@ def test_reconciliation_catches_a_trade_count_that_disagrees_with_the_source(fas
     failpoints.arm(fast.failpoint_dir, "aggregate", "corrupt", kinds=("trade_count",))
     with pytest.raises(RunFailed, match="reconciliation"):
         runs.run_tick(fast, tf, AS_OF["30m"])
-    entry = journal.read_step(runs.tick_workflow_id(tf, AS_OF["30m"]), "validate")
+    entry = journal.read_step(ids.tick_workflow_id(tf, AS_OF["30m"]), "validate")
     failing = [c for c in entry["report"]["checks"] if c["failed"]]
     assert [c["name"] for c in failing] == ["reconciliation: sum(trade_count) = distinct trades, per exchange and symbol"]
     [example] = failing[0]["examples"]

@@ -3,79 +3,16 @@ oracle's field by field."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 
-import pyarrow.parquet as pq
 import pytest
 
-from conftest import BOTH_CATALOGS, stored_trades, trade, trades_table, utc
-from oracle import compare, expected_candles
+from support import BOTH_CATALOGS, assert_matches_oracle, backfill, crafted_trades, ingest_rows, run_chunks, stored, stored_trades, trade, utc
 from ohlcv import timeframes
-from ohlcv.catalog import load_candles
 from ohlcv.generate import GenerateSpec, generate
-from ohlcv.ingest import ingest_files
-from ohlcv.windows import plan_backfill, tick_chunks
-from workflows.pipeline import run_chunks
+from ohlcv.windows import tick_chunks
 
 pytestmark = pytest.mark.slow
-
-ALL = timeframes.resolve("all")
-NOW = utc(2030, 1, 1)  # the "wall clock" of these tests: long after every trade
-
-
-def ingest_rows(settings, catalog, rows, tmp_path, name, ingested_at):
-    path = tmp_path / f"{name}.parquet"
-    pq.write_table(trades_table(rows), path)
-    [report] = ingest_files(catalog, settings.namespace, [str(path)], "us", ingested_at)
-    return report
-
-
-def backfill(settings, start: datetime, end: datetime, tfs=ALL, now=NOW):
-    return run_chunks(settings, plan_backfill(tfs, start, end, closed_before=now), lambda: now)
-
-
-def stored(catalog, tf) -> list[dict]:
-    return load_candles(catalog, "market_data", tf).scan().to_arrow().to_pylist()
-
-
-def assert_matches_oracle(catalog, trades, tfs=ALL, start=None, end=None):
-    for tf in tfs:
-        problems = compare(stored(catalog, tf), expected_candles(trades, tf.width, start, end))
-        assert not problems, f"{tf.name}: " + "; ".join(problems[:10])
-
-
-def crafted_trades() -> list[dict]:
-    """Each line exercises one rule; the comments say which."""
-    t = utc(2024, 1, 31, 23, 50, 10)
-    return [
-        # Equal timestamps: "999" sorts before "1000" as numbers (as text it would not).
-        trade("binance", "BTC-USDT", "1000", 101.0, 1.0, t),
-        trade("binance", "BTC-USDT", "999", 100.0, 2.0, t),
-        trade("binance", "BTC-USDT", "1001", 99.5, 0.5, t + timedelta(seconds=20)),
-        # Same symbol on another exchange: a separate series.
-        trade("coinbase", "BTC-USDT", "5", 102.0, 0.25, t),
-        # Ids that are not all digits compare as text: "a-10" < "a-2".
-        trade("kraken", "BTC-USDT", "a-2", 50.0, 1.0, t),
-        trade("kraken", "BTC-USDT", "a-10", 51.0, 1.0, t),
-        # Digits before other ids at equal time; leading zeros compare numerically: 007 < 10.
-        trade("kraken", "ETH-USDT", "x9", 10.0, 1.0, t),
-        trade("kraken", "ETH-USDT", "77", 11.0, 1.0, t),
-        trade("okx", "ETH-USDT", "10", 20.0, 1.0, t),
-        trade("okx", "ETH-USDT", "007", 21.0, 1.5, t),
-        # Exactly on a window boundary: belongs to the window that starts there.
-        trade("binance", "BTC-USDT", "1100", 98.0, 1.0, utc(2024, 1, 31, 23, 55)),
-        trade("binance", "BTC-USDT", "1099", 97.0, 1.0, utc(2024, 1, 31, 23, 54, 59, 999999)),
-        # Around midnight and the month end (the 1d table's month partitions).
-        trade("binance", "BTC-USDT", "1200", 96.0, 3.0, utc(2024, 1, 31, 23, 59, 59, 999999)),
-        trade("binance", "BTC-USDT", "1201", 95.0, 1.0, utc(2024, 2, 1)),
-        trade("binance", "BTC-USDT", "1202", 95.5, 2.0, utc(2024, 2, 1, 0, 0, 0, 1)),
-        # A gap: nothing between 00:01 and 02:17 -> no candles there.
-        trade("binance", "BTC-USDT", "1300", 94.0, 1.0, utc(2024, 2, 1, 2, 17, 3)),
-        # A single-trade window, and a duplicate delivered in the same file (counts once).
-        trade("coinbase", "ETH-USDT", "42", 3000.0, 0.1, utc(2024, 2, 1, 5, 0, 1)),
-        trade("coinbase", "ETH-USDT", "42", 3000.0, 0.1, utc(2024, 2, 1, 5, 0, 1)),
-    ]
-
 
 @BOTH_CATALOGS
 def test_crafted_trades_match_the_oracle_in_all_five_tables(settings, catalog, spark, tmp_path):

@@ -10,21 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from conftest import utc
+from support import ohlcv, stored_trades, utc
 from oracle import compare, expected_candles
 from ohlcv import timeframes
 from ohlcv.catalog import load_candles, open_catalog
 from ohlcv.settings import from_environment
-from workflows.cli import main
-from conftest import stored_trades
-
-
-def ohlcv(capsys, *args: str) -> tuple[int, str, str]:
-    """Run the CLI in this process (sharing the test session's Ray and Spark)."""
-    with pytest.raises(SystemExit) as exit_info:
-        main(list(args))
-    out, err = capsys.readouterr()
-    return exit_info.value.code, out, err
+from workflows.cli.main import main
 
 
 @pytest.fixture

@@ -11,15 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from conftest import utc
+from support import utc
 from headnode import BIN, HeadNode
 from oracle import compare, expected_candles
 from ohlcv import timeframes
 from ohlcv.catalog import load_candles, load_trades, open_catalog
 from ohlcv.settings import Settings
 from ohlcv.windows import tick_range
-from workflows import failpoints
-from workflows.scheduler import latest_tick
+from workflows.orchestration import failpoints
+from workflows.scheduling.cron import latest_tick
 
 pytestmark = pytest.mark.slow
 
@@ -148,7 +148,7 @@ def test_the_scheduler_runs_as_a_ray_job(environment, tmp_path):
         # Worker log lines say which workflow and step they come from.
         tick_id = f"ohlcv-1h-{latest_tick(timeframes.get('1h'), as_of):%Y%m%dT%H%MZ}"
         logs = "".join(p.read_text(errors="replace") for p in Path(head.temp_dir).glob("session_*/logs/worker-*.err"))
-        assert f"[{tick_id}/commit] workflows.attempts: done in" in logs
+        assert f"[{tick_id}/commit] workflows.orchestration.retry: done in" in logs
         assert f"[{tick_id}/commit] ohlcv.store: committed gold_ohlcv_1h" in logs
 
         # The status command, from outside the job, sees what the job did.

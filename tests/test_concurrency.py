@@ -9,7 +9,7 @@ from datetime import timedelta
 import pyarrow as pa
 import pytest
 
-from conftest import BOTH_CATALOGS, stored_trades, utc
+from support import BOTH_CATALOGS, stored_trades, utc
 from oracle import compare, expected_candles
 from ohlcv import timeframes
 from ohlcv.aggregate import candle_arrow_schema
@@ -17,8 +17,8 @@ from ohlcv.catalog import load_candles
 from ohlcv.errors import CommitConflict
 from ohlcv.store import commit_candles
 from ohlcv.windows import WindowRange
-from test_workflows import AS_OF, day_of_trades, fast, table_rows  # noqa: F401 - fixtures
-from workflows import journal, runs
+from support import AS_OF, table_rows
+from workflows.orchestration import dags, ids, journal, runs
 
 ONE_MINUTE = timeframes.get("1m")
 
@@ -100,10 +100,10 @@ def test_a_commit_that_loses_the_race_fails_cleanly_and_succeeds_when_retried(se
 @pytest.mark.slow
 def test_a_backfill_and_a_tick_writing_the_same_table_both_succeed(fast, catalog, workflows, day_of_trades):
     tfs = [ONE_MINUTE, timeframes.get("5m")]
-    backfill_id = runs.backfill_workflow_id(tfs, utc(2024, 4, 2), utc(2024, 4, 3), utc(2030, 1, 1))
+    backfill_id = ids.backfill_workflow_id(tfs, utc(2024, 4, 2), utc(2024, 4, 3), utc(2030, 1, 1))
     from ohlcv.windows import plan_backfill
 
-    backfill_ref = workflows.run_async(runs.backfill_dag(fast, plan_backfill(tfs, utc(2024, 4, 2), utc(2024, 4, 3), utc(2030, 1, 1))),
+    backfill_ref = workflows.run_async(dags.backfill_dag(fast, plan_backfill(tfs, utc(2024, 4, 2), utc(2024, 4, 3), utc(2030, 1, 1))),
                                        workflow_id=backfill_id)
     tick_id, tick_ref = runs.start_tick(fast, ONE_MINUTE, AS_OF["1m"])
     runs.wait(backfill_id, backfill_ref)

@@ -9,13 +9,12 @@ import math
 import pytest
 
 from benchmarks.reference import duckdb_candles
-from conftest import stored_trades, utc
-from ohlcv import timeframes
+from support import stored_trades, utc
 from ohlcv.catalog import load_candles, load_trades
 from ohlcv.generate import GenerateSpec, generate
 from ohlcv.store import micros, plan_trade_files
 from ohlcv.windows import WindowRange
-from test_candles import ALL, backfill, crafted_trades, ingest_rows
+from support import ALL, backfill, crafted_trades, ingest_rows
 
 pytestmark = pytest.mark.slow
 

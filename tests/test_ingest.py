@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import BOTH_CATALOGS, stored_trades, utc
+from support import BOTH_CATALOGS, stored_trades, utc
 from ohlcv import schema as s
 from ohlcv.catalog import load_table
 from ohlcv.errors import InputError, TableNotFound

@@ -6,7 +6,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from conftest import utc
+from support import utc
 from ohlcv import timeframes
 from ohlcv.errors import InputError
 from ohlcv.windows import WindowRange, backfill_range, ceil, floor, plan_backfill, split_by_partition, tick_range
@@ -15,13 +15,13 @@ ONE_MINUTE, FIVE, THIRTY, HOUR, DAY = (timeframes.get(n) for n in ("1m", "5m", "
 
 
 def test_the_timeframe_table_holds_the_original_platforms_figures():
-    rows = {tf.name: (tf.cron, tf.lookback, tf.mode, tf.retention.days, tf.partition, tf.table) for tf in timeframes.TIMEFRAMES.values()}
+    rows = {tf.name: (tf.cron, tf.lookback, tf.retention.days, tf.partition, tf.table) for tf in timeframes.TIMEFRAMES.values()}
     assert rows == {
-        "1m": ("*/5 * * * *", timedelta(minutes=10), "incremental", 90, "day", "gold_ohlcv_1m"),
-        "5m": ("5,20,35,50 * * * *", timedelta(minutes=20), "incremental", 180, "day", "gold_ohlcv_5m"),
-        "30m": ("10,40 * * * *", timedelta(hours=1), "batch", 365, "day", "gold_ohlcv_30m"),
-        "1h": ("15 * * * *", timedelta(hours=2), "batch", 1095, "day", "gold_ohlcv_1h"),
-        "1d": ("5 0 * * *", timedelta(days=2), "batch", 1825, "month", "gold_ohlcv_1d"),
+        "1m": ("*/5 * * * *", timedelta(minutes=10), 90, "day", "gold_ohlcv_1m"),
+        "5m": ("5,20,35,50 * * * *", timedelta(minutes=20), 180, "day", "gold_ohlcv_5m"),
+        "30m": ("10,40 * * * *", timedelta(hours=1), 365, "day", "gold_ohlcv_30m"),
+        "1h": ("15 * * * *", timedelta(hours=2), 1095, "day", "gold_ohlcv_1h"),
+        "1d": ("5 0 * * *", timedelta(days=2), 1825, "month", "gold_ohlcv_1d"),
     }
 
 

@@ -7,7 +7,7 @@ from datetime import timedelta
 
 import pyarrow.parquet as pq
 
-from conftest import utc
+from support import utc
 from ohlcv import aggregate
 from ohlcv.catalog import load_trades
 from ohlcv.generate import GenerateSpec, generate

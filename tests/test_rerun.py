@@ -7,13 +7,11 @@ from datetime import timedelta
 
 import pytest
 
-from conftest import BOTH_CATALOGS, stored_trades, trade, utc
+from support import ALL, BOTH_CATALOGS, assert_matches_oracle, backfill, crafted_trades, ingest_rows, run_chunks, stored, stored_trades, trade, utc
 from oracle import compare, expected_candles
 from ohlcv import timeframes
 from ohlcv.catalog import load_candles
 from ohlcv.windows import tick_chunks
-from test_candles import ALL, assert_matches_oracle, backfill, crafted_trades, ingest_rows, stored
-from workflows.pipeline import run_chunks
 
 pytestmark = pytest.mark.slow
 

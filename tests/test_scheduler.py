@@ -8,9 +8,10 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from conftest import utc
+from support import utc
 from ohlcv import timeframes
-from workflows.scheduler import Scheduler, catch_up, due_ticks, latest_tick, next_tick
+from workflows.scheduling.cron import catch_up, due_ticks, latest_tick, next_tick
+from workflows.scheduling.loop import Scheduler
 
 ONE, FIVE, THIRTY, HOUR, DAY = (timeframes.get(n) for n in ("1m", "5m", "30m", "1h", "1d"))
 
@@ -176,7 +177,7 @@ def test_failures_are_reported_and_do_not_stop_the_schedule():
 
 
 def test_catching_up_after_months_counts_back_only_to_the_limit():
-    from workflows.scheduler import CATCH_UP_LIMIT
+    from workflows.scheduling.cron import CATCH_UP_LIMIT
 
     fire, missed = catch_up(ONE, utc(2024, 1, 1), utc(2026, 11, 26, 16, 2), "coalesce")
     assert fire == [utc(2026, 11, 26, 16)]

@@ -7,7 +7,7 @@ from datetime import date, timedelta
 import pyarrow as pa
 import pytest
 
-from conftest import utc
+from support import utc
 from ohlcv.aggregate import candle_arrow_schema
 from ohlcv.errors import ConfigError, InputError
 from ohlcv.generate import GenerateSpec, generate

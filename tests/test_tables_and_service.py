@@ -10,7 +10,8 @@ from ohlcv import schema as s
 from ohlcv.catalog import ensure_tables, load_table, open_catalog
 from ohlcv.errors import ConfigError, SchemaMismatch
 from ohlcv.settings import Settings
-from workflows.spark_service import plan_sizing, require_java
+from workflows.spark.java import require_java
+from workflows.spark.sizing import plan_sizing
 
 GIB = 1024**3
 

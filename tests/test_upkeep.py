@@ -10,7 +10,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from conftest import utc
+from support import run_chunks, utc
 from ohlcv import timeframes
 from ohlcv.aggregate import candle_arrow_schema
 from ohlcv.catalog import load_candles
@@ -18,9 +18,7 @@ from ohlcv.retention import apply_retention, cutoff, partitions
 from ohlcv.store import commit_candles
 from ohlcv.upkeep import compact, expire_snapshots, referenced_files, remove_unreferenced
 from ohlcv.windows import WindowRange, tick_chunks
-from test_workflows import day_of_trades, fast  # noqa: F401 - fixtures
-from workflows import journal, runs
-from workflows.pipeline import run_chunks
+from workflows.orchestration import journal, runs
 
 ONE_MINUTE, ONE_DAY = timeframes.get("1m"), timeframes.get("1d")
 

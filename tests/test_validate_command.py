@@ -8,14 +8,14 @@ from datetime import datetime, timedelta, timezone
 import pyarrow.compute as pc
 import pytest
 
-from conftest import trade
+from support import trade
 from ohlcv import timeframes
 from ohlcv.catalog import load_candles
 from ohlcv.generate import GenerateSpec, generate
 from ohlcv.store import range_filter
 from ohlcv.windows import WindowRange
-from test_candles import backfill, ingest_rows
-from test_cli import ohlcv
+from support import backfill, ingest_rows
+from support import ohlcv
 
 pytestmark = pytest.mark.slow
 

@@ -10,62 +10,15 @@ from datetime import datetime
 
 import pytest
 
-import pyarrow.parquet as pq
 
-from conftest import stored_trades, trades_table, utc
+from support import ALL, AS_OF, run_chunks, stored_trades, table_rows, utc, values, warehouse_with
 from oracle import compare, expected_candles
 from ohlcv import timeframes
-from ohlcv.catalog import ensure_tables, load_candles, open_catalog
 from ohlcv.errors import RunFailed
-from ohlcv.generate import GenerateSpec, generate
-from ohlcv.ingest import ingest_files
-from ohlcv.settings import Settings
 from ohlcv.windows import tick_chunks
-from test_candles import ALL, ingest_rows
-from workflows import failpoints, journal, runs
-from workflows.pipeline import run_chunks
+from workflows.orchestration import failpoints, ids, journal, runs
 
 pytestmark = pytest.mark.slow
-
-DAY = utc(2024, 4, 2)
-AS_OF = {  # a tick of each timeframe at one of its cron times, inside the generated day
-    "1m": utc(2024, 4, 2, 13, 5), "5m": utc(2024, 4, 2, 13, 5), "30m": utc(2024, 4, 2, 13, 10),
-    "1h": utc(2024, 4, 2, 13, 15), "1d": utc(2024, 4, 3, 0, 5),
-}
-
-
-@pytest.fixture
-def fast(settings, tmp_path) -> Settings:
-    """Settings with short retry delays and armed-failpoint support for this test."""
-    return settings.with_overrides(step_retry_delay=0.5, step_timeout=120.0, failpoint_dir=str(tmp_path / "failpoints"))
-
-
-@pytest.fixture
-def day_of_trades(fast, catalog, tmp_path):
-    rows = generate(GenerateSpec(utc(2024, 4, 1), utc(2024, 4, 3), symbols=2, exchanges=2, trades_per_day=6_000, seed=21)).to_pylist()
-    ingest_rows(fast, catalog, rows, tmp_path, "trades", utc(2024, 4, 3, 1))
-    return stored_trades(catalog)
-
-
-def warehouse_with(settings: Settings, trades: list[dict], tmp_path, name: str) -> tuple[Settings, object]:
-    """Another warehouse holding the same stored trades: for the direct path or a clean run."""
-    other = settings.with_overrides(warehouse=str(tmp_path / name), failpoint_dir=None)
-    other_catalog = open_catalog(other)
-    ensure_tables(other_catalog, other.namespace)
-    path = tmp_path / f"{name}.parquet"
-    pq.write_table(trades_table(trades), path)
-    ingest_files(other_catalog, other.namespace, [path], "us", utc(2024, 4, 3, 1))
-    return other, other_catalog
-
-
-def table_rows(catalog, tf, namespace="market_data") -> list[dict]:
-    rows = load_candles(catalog, namespace, tf).scan().to_arrow().to_pylist()
-    return sorted(rows, key=lambda r: (r["exchange"], r["symbol"], r["window_start"]))
-
-
-def values(rows: list[dict]) -> list[dict]:
-    return [{k: v for k, v in r.items() if k not in ("created_at", "updated_at")} for r in rows]
-
 
 def test_each_timeframes_tick_workflow_equals_the_direct_path(fast, catalog, workflows, day_of_trades, tmp_path):
     direct, direct_catalog = warehouse_with(fast, day_of_trades, tmp_path, "direct")
@@ -92,7 +45,7 @@ def test_a_failed_commit_leaves_the_workflow_failed_and_resume_finishes_it(fast,
     failpoints.arm(fast.failpoint_dir, "commit", "terminal")
     with pytest.raises(RunFailed, match=r"step commit failed: failpoint commit \(terminal\).*ohlcv workflows resume"):
         runs.run_tick(fast, tf, AS_OF["5m"])
-    workflow_id = runs.tick_workflow_id(tf, AS_OF["5m"])
+    workflow_id = ids.tick_workflow_id(tf, AS_OF["5m"])
     assert workflows.get_status(workflow_id).name == "FAILED"
     assert table_rows(catalog, tf) == []  # nothing was published
     aggregate_before = journal.read_step(workflow_id, "aggregate")
@@ -197,7 +150,7 @@ def test_a_node_whose_java_is_too_old_fails_at_once_not_after_retries(fast, work
     import ray
 
     from ohlcv.errors import ConfigError
-    from workflows.spark_service import SERVICE_NAME, stop_service
+    from workflows.spark.service import SERVICE_NAME, stop_service
 
     stop_service()  # a fresh service must start, on a "node" whose Java is 8
     java_home = tmp_path / "java8"
@@ -207,7 +160,7 @@ def test_a_node_whose_java_is_too_old_fails_at_once_not_after_retries(fast, work
 
     @ray.remote(num_cpus=0, runtime_env={"env_vars": {"JAVA_HOME": str(java_home)}})
     def start_the_service_there():
-        from workflows.spark_service import spark_service
+        from workflows.spark.service import spark_service
 
         try:
             spark_service(fast)
@@ -222,7 +175,7 @@ def test_a_node_whose_java_is_too_old_fails_at_once_not_after_retries(fast, work
 
 
 def test_unknown_workflow_ids_get_one_line(fast, workflows, capsys, monkeypatch):
-    from test_cli import ohlcv
+    from support import ohlcv
 
     monkeypatch.setenv("OHLCV_WAREHOUSE", fast.warehouse)
     for command in (["show", "ohlcv-1m-20990101T0000Z"], ["resume", "nope"], ["cancel", "nope"]):

@@ -1,1 +1,2 @@
-"""Everything Ray: the Spark service on RayDP, pipelines, workflows, the scheduler and the CLI."""
+"""Everything Ray, in layers: `cli`, `spark`, `orchestration`, `scheduling`, `observability`;
+`runtime` connects a process to Ray, and `_ray_compat` holds every use of Ray's internals."""

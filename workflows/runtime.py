@@ -1,4 +1,7 @@
-"""Connect this process to Ray: join the cluster at RAY_ADDRESS, or start a local one."""
+"""Connect this process to Ray: join the cluster at RAY_ADDRESS, or start a local one.
+
+Shared by every layer of `workflows/` (CLI, Spark service, orchestration, scheduling).
+"""
 
 from __future__ import annotations
 
@@ -6,8 +9,9 @@ import logging
 import os
 import warnings
 
-from ohlcv.errors import ConfigError, ServiceUnavailable
+from ohlcv.errors import ConfigError, OhlcvError, ServiceUnavailable
 from ohlcv.settings import Settings
+from workflows import _ray_compat
 
 __all__ = [
     "NAMESPACE", "ensure_ray", "import_ray", "import_workflow", "require_workflow_storage", "call", "head_affinity",
@@ -78,33 +82,13 @@ def head_affinity():
 
 def pin_workflow_actors_to_head() -> None:
     """Create Ray Workflows' two detached actors on the head, before ray.workflow would create
-    them wherever the scheduler likes (same names and options as ray 2.47's own code)."""
-    ray = import_ray()
-    import_workflow()
-    from ray.workflow import common, serialization, workflow_access
-
-    strategy = head_affinity()
-    for name, cls, args, ready in (
-        (common.MANAGEMENT_ACTOR_NAME, workflow_access.WorkflowManagementActor, (-1, -1), "ready"),
-        (common.STORAGE_ACTOR_NAME, serialization.Manager, (), "ping"),
-    ):
-        try:
-            ray.get_actor(name, namespace=common.MANAGEMENT_ACTOR_NAMESPACE)
-            continue
-        except ValueError:
-            pass
-        handle = cls.options(
-            name=name, namespace=common.MANAGEMENT_ACTOR_NAMESPACE, lifetime="detached",
-            get_if_exists=True, scheduling_strategy=strategy, num_cpus=0,  # a CPU-less head must fit them
-        ).remote(*args)
-        ray.get(getattr(handle, ready).remote())
+    them wherever the scheduler likes."""
+    _ray_compat.create_workflow_actors(head_affinity())
 
 
 def require_workflow_storage(settings: Settings) -> None:
     """A cluster without workflow storage cannot run workflows: say how to start one that can."""
-    from ray._private import storage
-
-    if storage._get_storage_uri() is None:
+    if _ray_compat.storage_uri() is None:
         where = settings.ray_address or "this process"
         raise ConfigError(
             f"the Ray cluster at {where} has no workflow storage: start its head with "
@@ -119,8 +103,6 @@ def call(ref, timeout: float | None = None):
     is a whole remote traceback; people should see the one-line message instead.
     """
     ray = import_ray()
-    from ohlcv.errors import OhlcvError
-
     try:
         return ray.get(ref, timeout=timeout)
     except ray.exceptions.RayTaskError as exc:

@@ -1,29 +1,21 @@
-"""Execute planned chunks: aggregate in the Spark service, then commit each target range.
-
-The two halves are separate functions because they run in different places: aggregation
-inside the Spark service actor, commits in the caller through pyiceberg.
-"""
+"""The requests callers make of the Spark service: a chunk's candles (watched for lost
+executors), per-window trade counts, and cancelling a request that timed out."""
 
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
-from ohlcv.catalog import load_candles, open_catalog
 from ohlcv.errors import TransientError
 from ohlcv.settings import Settings
-from ohlcv.store import CommitResult, commit_candles, micros
 from ohlcv.windows import Chunk, WindowRange
 from workflows.runtime import call, import_ray
-from workflows.spark_service import live_executors, spark_service, stop_service
+from workflows.spark.service import live_executors, spark_service, stop_service
 
-__all__ = ["Aggregated", "aggregate_chunk", "trade_counts", "cancel_request", "commit_chunk", "run_chunks", "ChunkOutcome", "candles_in"]
+__all__ = ["Aggregated", "aggregate_chunk", "WATCHDOG_SECONDS", "trade_counts", "cancel_request"]
 
 log = logging.getLogger(__name__)
 
@@ -39,14 +31,6 @@ class Aggregated:
     bytes: int
     read_mode: str
     seconds: float
-
-
-@dataclass
-class ChunkOutcome:
-    chunk: Chunk
-    aggregated: Aggregated
-    commits: list[CommitResult] = field(default_factory=list)
-    commit_seconds: float = 0.0
 
 
 def aggregate_chunk(settings: Settings, chunk: Chunk, request_id: str | None = None) -> Aggregated:
@@ -104,39 +88,3 @@ def cancel_request(settings: Settings, request_id: str) -> None:
         call(service.cancel.remote(request_id), timeout=30)
     except Exception:  # noqa: BLE001 - the try is being abandoned anyway
         log.warning("could not cancel Spark request %s", request_id, exc_info=True)
-
-
-def candles_in(candles: pa.Table, rng: WindowRange) -> pa.Table:
-    """The candles whose window starts inside `rng`."""
-    starts = candles.column("window_start").cast(pa.int64())
-    inside = pc.and_(pc.greater_equal(starts, micros(rng.start)), pc.less(starts, micros(rng.end)))
-    return candles.filter(inside)
-
-
-def commit_chunk(settings: Settings, chunk: Chunk, aggregated: Aggregated, now: datetime) -> list[CommitResult]:
-    """Replace each target range with its candles: one Iceberg commit per table touched."""
-    catalog = open_catalog(settings)
-    results = []
-    for tf, rng in chunk.targets:
-        table = load_candles(catalog, settings.namespace, tf)
-        results.append(commit_candles(table, candles_in(aggregated.candles[tf.name], rng), rng, now))
-    return results
-
-
-def run_chunks(
-    settings: Settings,
-    chunks: list[Chunk],
-    clock: Callable[[], datetime],
-    on_chunk: Callable[[ChunkOutcome], None] | None = None,
-) -> list[ChunkOutcome]:
-    """Aggregate and commit chunks in order; `clock` stamps created_at/updated_at."""
-    outcomes = []
-    for chunk in chunks:
-        aggregated = aggregate_chunk(settings, chunk)
-        started = time.monotonic()
-        commits = commit_chunk(settings, chunk, aggregated, clock())
-        outcome = ChunkOutcome(chunk, aggregated, commits, time.monotonic() - started)
-        outcomes.append(outcome)
-        if on_chunk is not None:
-            on_chunk(outcome)
-    return outcomes

@@ -21,7 +21,8 @@ from typing import Any
 
 from ohlcv.errors import OhlcvError, TerminalError, TransientError
 from ohlcv.settings import Settings
-from workflows import journal, metrics
+from workflows.observability import metrics
+from workflows.orchestration import journal
 
 __all__ = ["StepPolicy", "StepContext", "run_step"]
 
@@ -52,7 +53,7 @@ class StepContext:
 
 
 def _run_in_child(workflow_id: str, task_id: str, fn: Callable[..., Any], args: tuple) -> Any:
-    from workflows import logs
+    from workflows.observability import logs
 
     logs.bind(workflow_id, task_id)
     return fn(*args)

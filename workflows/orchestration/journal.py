@@ -12,6 +12,8 @@ import json
 import logging
 from typing import Any
 
+from workflows import _ray_compat
+
 __all__ = ["record", "read_step", "read_workflow", "delete_workflow"]
 
 log = logging.getLogger(__name__)
@@ -19,10 +21,8 @@ ROOT = "ohlcv/runs"
 
 
 def _client():
-    # Ray's storage client: the same one ray.workflow uses (pinned ray 2.47.1).
-    from ray._private import storage
-
-    return storage.get_client(ROOT)
+    # Ray's storage client: the same storage ray.workflow writes its checkpoints to.
+    return _ray_compat.storage_client(ROOT)
 
 
 def record(workflow_id: str, task_id: str, entry: dict[str, Any]) -> None:

@@ -6,7 +6,8 @@ from datetime import datetime
 
 from ohlcv.settings import Settings
 from ohlcv.timeframes import TIMEFRAMES
-from workflows import runs
+from workflows.orchestration import runs
+from workflows.orchestration.ids import UPKEEP, parse_scheduled_id
 from workflows.runtime import import_ray
 
 __all__ = ["WorkflowLauncher", "scheduled_statuses"]
@@ -16,7 +17,7 @@ def scheduled_statuses(workflow) -> list[tuple[str, str, datetime, str]]:
     """(workflow_id, job name, tick, status name) of every scheduled workflow in storage."""
     found = []
     for workflow_id, status in workflow.list_all():
-        parsed = runs.parse_scheduled_id(workflow_id)
+        parsed = parse_scheduled_id(workflow_id)
         if parsed is not None:
             found.append((workflow_id, parsed[0], parsed[1], status.name))
     return found
@@ -43,13 +44,13 @@ class WorkflowLauncher:
             if status == "RUNNING":
                 handles[name] = (workflow_id, None)
         for workflow_id, ref in self.workflow.resume_all(include_failed=False):
-            parsed = runs.parse_scheduled_id(workflow_id)
+            parsed = parse_scheduled_id(workflow_id)
             if parsed is not None:
                 handles[parsed[0]] = (workflow_id, ref)
         return handles
 
     def start(self, job, tick: datetime) -> object:
-        if job.name == runs.UPKEEP:
+        if job.name == UPKEEP:
             return runs.start_upkeep(self.settings, tick)
         return runs.start_tick(self.settings, TIMEFRAMES[job.name], tick)
 

@@ -1,4 +1,5 @@
-"""Checks of published candles against each other and against the trades (pure pandas).
+"""The audit of published candles (`ohlcv validate`): the checks of every run, plus checks of
+the candles against each other and against the trades the table holds now (pure pandas).
 
 - Roll-up: each 5m/30m/1h/1d candle must equal the roll-up of the 1m candles it covers, where
   the 1m data still exists (1m has the shortest retention).
@@ -16,14 +17,25 @@ from datetime import datetime, timedelta
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
+from ohlcv import schema as s
+from ohlcv import timeframes
 from ohlcv.timeframes import Timeframe
-from ohlcv.validate import EXAMPLES_PER_CHECK, CheckResult
-from ohlcv.windows import floor, tick_range
+from ohlcv.validate import EXAMPLES_PER_CHECK, CheckResult, audit_candles
+from ohlcv.windows import WindowRange, floor, tick_range
 
-__all__ = ["rollup_check", "Staleness", "stale_windows", "backfill_command"]
+__all__ = [
+    "rollup_check",
+    "Staleness",
+    "stale_windows",
+    "backfill_command",
+    "TableAudit",
+    "read_published",
+    "audit_published",
+]
 
-_KEY = ["exchange", "symbol", "window_start"]
+_KEY = list(s.CANDLE_KEY)
 _RELATIVE = 1e-9
 
 
@@ -124,3 +136,54 @@ def backfill_command(staleness: Staleness) -> str | None:
     end = staleness.late["window_start"].max() + timedelta(microseconds=staleness.timeframe.width_us)
     return (f"ohlcv backfill --timeframe {staleness.timeframe.name} "
             f"--start {start:%Y-%m-%dT%H:%M}Z --end {end:%Y-%m-%dT%H:%M}Z")
+
+
+@dataclass
+class TableAudit:
+    """The audit of one timeframe's published candles."""
+
+    timeframe: Timeframe
+    candles: int
+    checks: list[CheckResult]
+    pending: int  # windows inside the lookback that missed trades: the next tick absorbs them
+    backfill_hint: str | None  # the `ohlcv backfill` that fixes the late windows, if any
+
+    @property
+    def failed(self) -> int:
+        return sum(1 for check in self.checks if check.failed)
+
+
+def read_published(catalog, namespace: str, tfs: list[Timeframe], rng: WindowRange) -> dict[str, pa.Table]:
+    """The stored candles of `tfs` whose window starts in `rng`, with 1m's too (for roll-ups)."""
+    from ohlcv.catalog import load_candles
+    from ohlcv.store import read_candles
+
+    wanted = list(tfs)
+    if any(tf.name != "1m" for tf in tfs) and all(tf.name != "1m" for tf in tfs):
+        wanted.append(timeframes.get("1m"))
+    return {tf.name: read_candles(load_candles(catalog, namespace, tf), rng) for tf in wanted}
+
+
+def audit_published(
+    stored: dict[str, pa.Table],
+    trade_counts: dict[str, pa.Table],
+    tfs: list[Timeframe],
+    range_label: str,
+    now: datetime,
+    sample_spec: str = "5000",
+) -> list[TableAudit]:
+    """Every check of `tfs`'s published candles: the run's audit (invariants and Pandera), the
+    late windows against `trade_counts` (distinct trades per window, from `read_published`'s
+    range), and for coarse timeframes the roll-up of the 1m candles."""
+    one_minute = stored["1m"].to_pandas()
+    audits = []
+    for tf in tfs:
+        candles = stored[tf.name]
+        frame = candles.to_pandas()
+        report = audit_candles(candles, tf, range_label, sample_spec=sample_spec)
+        staleness = stale_windows(frame, trade_counts[tf.name].to_pandas(), tf, now)
+        checks = report.checks + [staleness.check()]
+        if tf.name != "1m":
+            checks.append(rollup_check(one_minute, frame, tf))
+        audits.append(TableAudit(tf, candles.num_rows, checks, len(staleness.pending), backfill_command(staleness)))
+    return audits

@@ -1,55 +1,43 @@
-"""Workflow runs: one durable Ray workflow per scheduled tick, one per backfill invocation.
+"""Workflow runs: start, follow, wait for, resume and explain ticks, backfills and upkeeps.
 
-A tick of timeframe TF at as-of T is the workflow `ohlcv-<tf>-<T:%Y%m%dT%H%MZ>`: running the
-same tick again returns its stored result, and a half-finished tick is resumed, not redone.
-A backfill is ONE workflow per invocation, a chain of aggregate -> validate -> commit per chunk,
-in time order: one id to watch and resume, resume skips the chunks already committed, and only
-one chunk's candles are in flight at a time. Its id carries the invocation time, because running
-a backfill again (after late trades) must recompute, not return the stored result.
-
-Both DAGs are built from the timeframe table and the planner: no per-timeframe code.
+Every run is a durable Ray workflow (DAGs in `dags`, ids in `ids`). A failure comes back as one
+line that names the failed step, its error and the command that resumes the run, read from the
+run journal, since Ray Workflows keeps no error of a failed step.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 
 from ohlcv.errors import InputError, RunFailed
 from ohlcv.settings import Settings
 from ohlcv.store import CommitResult
-from ohlcv.timeframes import TIMEFRAMES, Timeframe
-from ohlcv.windows import Chunk, as_utc, plan_backfill, tick_chunks
-from workflows import journal
+from ohlcv.timeframes import Timeframe
+from ohlcv.windows import as_utc, plan_backfill
+from workflows.orchestration import journal
+from workflows.orchestration.dags import backfill_dag, tick_dag, upkeep_dag
+from workflows.orchestration.ids import UPKEEP, backfill_workflow_id, tick_workflow_id, upkeep_workflow_id
 from workflows.runtime import ensure_ray, import_ray, import_workflow, pin_workflow_actors_to_head, require_workflow_storage
 
 __all__ = [
-    "tick_workflow_id",
-    "parse_tick_id",
-    "parse_scheduled_id",
-    "upkeep_workflow_id",
-    "start_upkeep",
-    "UPKEEP",
-    "backfill_workflow_id",
-    "tick_dag",
-    "backfill_dag",
+    "connect",
     "start_tick",
+    "start_upkeep",
     "run_tick",
     "run_backfill",
+    "BackfillProgress",
     "resume",
+    "wait",
+    "wait_all",
     "failure_of",
-    "connect",
     "status_of",
     "require_workflow",
 ]
 
 log = logging.getLogger(__name__)
-
-_TICK_ID = re.compile(r"^ohlcv-(?P<tf>[0-9a-z]+)-(?P<at>\d{8}T\d{4}Z)$")
-UPKEEP = "upkeep"  # the name of the daily upkeep job, as the scheduler and the ids know it
 
 
 def connect(settings: Settings):
@@ -60,36 +48,6 @@ def connect(settings: Settings):
     return import_workflow()
 
 
-def tick_workflow_id(tf: Timeframe, as_of: datetime) -> str:
-    return f"ohlcv-{tf.name}-{as_utc(as_of):%Y%m%dT%H%MZ}"
-
-
-def parse_tick_id(workflow_id: str) -> tuple[Timeframe, datetime] | None:
-    parsed = parse_scheduled_id(workflow_id)
-    return (TIMEFRAMES[parsed[0]], parsed[1]) if parsed and parsed[0] in TIMEFRAMES else None
-
-
-def parse_scheduled_id(workflow_id: str) -> tuple[str, datetime] | None:
-    """(job name, tick) of a scheduled workflow: a timeframe's tick or the daily upkeep."""
-    match = _TICK_ID.match(workflow_id)
-    if not match or (match["tf"] not in TIMEFRAMES and match["tf"] != UPKEEP):
-        return None
-    return match["tf"], datetime.strptime(match["at"], "%Y%m%dT%H%MZ").replace(tzinfo=timezone.utc)
-
-
-def upkeep_workflow_id(at: datetime) -> str:
-    return f"ohlcv-{UPKEEP}-{as_utc(at):%Y%m%dT%H%MZ}"
-
-
-def upkeep_dag(settings: Settings, at: datetime):
-    from workflows.steps import UPKEEP_STEPS, upkeep_step
-
-    previous = None
-    for step in UPKEEP_STEPS:
-        previous = upkeep_step.options(**_options(settings, step)).bind(settings, step, at, previous)
-    return previous
-
-
 def start_upkeep(settings: Settings, at: datetime):
     """Start (or resume, or fetch) the daily upkeep workflow of a tick; (workflow_id, ObjectRef)."""
     workflow = connect(settings)
@@ -97,53 +55,6 @@ def start_upkeep(settings: Settings, at: datetime):
     workflow_id = upkeep_workflow_id(at)
     metadata = {"kind": UPKEEP, "at": at.isoformat(), "namespace": settings.namespace}
     return workflow_id, workflow.run_async(upkeep_dag(settings, at), workflow_id=workflow_id, metadata=metadata)
-
-
-def backfill_workflow_id(tfs: list[Timeframe], start: datetime, end: datetime, invoked: datetime) -> str:
-    names = "all" if len(tfs) == len(TIMEFRAMES) else "+".join(tf.name for tf in tfs)
-    return f"ohlcv-backfill-{names}-{as_utc(start):%Y%m%dT%H%MZ}-{as_utc(end):%Y%m%dT%H%MZ}-at-{as_utc(invoked):%Y%m%dT%H%M%SZ}"
-
-
-def _options(settings: Settings, task_id: str) -> dict:
-    """Ray options of a step: no CPU, Ray retries for a dead worker, our own for errors."""
-    workflow = import_workflow()
-    ray = import_ray()
-    options = dict(
-        num_cpus=0,
-        max_retries=max(1, settings.step_retries),  # the step's own worker dying (SIGKILL, OOM)
-        retry_exceptions=False,  # errors are retried by workflows/attempts.py, with its delay
-        **workflow.options(task_id=task_id, checkpoint=True),
-    )
-    # Steps run under the workflow management actor, not the submitting job: hand them the
-    # job's runtime_env (a `ray job submit --working-dir` upload) explicitly.
-    runtime_env = ray.get_runtime_context().runtime_env
-    if runtime_env:
-        options["runtime_env"] = dict(runtime_env)
-    return options
-
-
-def tick_dag(settings: Settings, tf: Timeframe, as_of: datetime):
-    from workflows.steps import aggregate_step, commit_step, plan_step, validate_step
-
-    [chunk] = tick_chunks([tf], as_of)
-    plan = plan_step.options(**_options(settings, "plan")).bind(settings, [chunk])
-    candles = aggregate_step.options(**_options(settings, "aggregate")).bind(settings, chunk, plan)
-    audit = validate_step.options(**_options(settings, "validate")).bind(settings, chunk, candles)
-    return commit_step.options(**_options(settings, "commit")).bind(settings, chunk, candles, audit)
-
-
-def backfill_dag(settings: Settings, chunks: list[Chunk]):
-    from workflows.steps import aggregate_step, commit_step, plan_step, summarize_step, validate_step
-
-    previous = plan_step.options(**_options(settings, "plan")).bind(settings, chunks)
-    commits = []
-    for index, chunk in enumerate(chunks):
-        suffix = f"{index:04d}"
-        candles = aggregate_step.options(**_options(settings, f"aggregate-{suffix}")).bind(settings, chunk, previous)
-        audit = validate_step.options(**_options(settings, f"validate-{suffix}")).bind(settings, chunk, candles)
-        previous = commit_step.options(**_options(settings, f"commit-{suffix}")).bind(settings, chunk, candles, audit, False)
-        commits.append(previous)
-    return summarize_step.options(**_options(settings, "summarize")).bind(settings, chunks, *commits)
 
 
 def _minute(ts: datetime) -> datetime:

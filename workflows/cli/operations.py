@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import signal
 import time
-from datetime import datetime, timezone
 from typing import Optional
 
 import typer
@@ -12,28 +11,31 @@ from rich.table import Table
 
 from ohlcv import timeframes
 from ohlcv.errors import InputError, RunFailed
-from ohlcv.settings import from_environment
 from ohlcv.windows import tick_range
-from workflows.clock import parse_time, utc_now
-from workflows.console import console, errors, show
+from workflows.cli.common import (
+    command_settings,
+    console,
+    errors,
+    parse_time,
+    print_commits,
+    require_spark_prerequisites,
+    show,
+    utc_now,
+    when,
+)
 
-__all__ = ["workflows_app", "schedule", "status"]
+# The `ohlcv workflows ...` subcommands are registered on workflows_app by their decorators.
+__all__ = ["workflows_app", "list_runs", "show_run", "resume_run", "resume_all", "cancel_run", "schedule", "status"]
 
 workflows_app = typer.Typer(help="List, inspect, resume and cancel workflow runs.", no_args_is_help=True)
 
 STATUSES = ("RUNNING", "SUCCESSFUL", "FAILED", "RESUMABLE", "CANCELED", "PENDING")
 
 
-def _when(seconds: float | None) -> str:
-    if not seconds:
-        return ""
-    return datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
-
-
 def _connect():
-    from workflows import runs
+    from workflows.orchestration import runs
 
-    return runs.connect(from_environment())
+    return runs.connect(command_settings())
 
 
 @workflows_app.command("list")
@@ -53,7 +55,7 @@ def list_runs(
     rows.sort(key=lambda r: r[0], reverse=True)
     table = Table("workflow", "status", "kind", "started (UTC)", "ended (UTC)")
     for _, workflow_id, state, user, stats in rows[:limit]:
-        table.add_row(workflow_id, state, user.get("kind", ""), _when(stats.get("start_time")), _when(stats.get("end_time")))
+        table.add_row(workflow_id, state, user.get("kind", ""), when(stats.get("start_time")), when(stats.get("end_time")))
     show(table)
     if len(rows) > limit:
         console.print(f"{len(rows) - limit} older run(s) not shown (--limit)")
@@ -62,15 +64,15 @@ def list_runs(
 @workflows_app.command("show")
 def show_run(workflow_id: str = typer.Argument(..., help="A workflow id from `ohlcv workflows list`.")) -> None:
     """One run: its steps, their status, tries, timings and outputs' summaries or errors."""
-    from workflows import journal
-    from workflows.runs import require_workflow
+    from workflows.orchestration import journal
+    from workflows.orchestration.runs import require_workflow
 
     workflow = _connect()
     status = require_workflow(workflow, workflow_id)
     meta = workflow.get_metadata(workflow_id)
     stats = meta.get("stats", {})
     console.print(f"[bold]{workflow_id}[/]  {status}")
-    console.print(f"started {_when(stats.get('start_time'))}  ended {_when(stats.get('end_time'))}")
+    console.print(f"started {when(stats.get('start_time'))}  ended {when(stats.get('end_time'))}")
     for key, value in meta.get("user_metadata", {}).items():
         console.print(f"  {key}: {value}")
     entries = journal.read_workflow(workflow_id)
@@ -103,10 +105,9 @@ def _show_report(task_id: str, report: dict) -> None:
 @workflows_app.command("resume")
 def resume_run(workflow_id: str = typer.Argument(..., help="The workflow to continue.")) -> None:
     """Continue a failed or interrupted run: only its unfinished steps run again."""
-    from workflows import runs
-    from workflows.cli import print_commits
+    from workflows.orchestration import runs
 
-    commits = runs.resume(from_environment(), workflow_id)
+    commits = runs.resume(command_settings(), workflow_id)
     console.print(f"{workflow_id} SUCCESSFUL")
     print_commits(commits)
 
@@ -116,7 +117,7 @@ def resume_all(
     include_failed: bool = typer.Option(True, "--include-failed/--interrupted-only", help="Also resume FAILED runs."),
 ) -> None:
     """Resume every interrupted run (and, by default, every failed one)."""
-    from workflows import runs
+    from workflows.orchestration import runs
 
     workflow = _connect()
     started = workflow.resume_all(include_failed=include_failed)
@@ -134,7 +135,7 @@ def resume_all(
 @workflows_app.command("cancel")
 def cancel_run(workflow_id: str = typer.Argument(..., help="The workflow to cancel.")) -> None:
     """Cancel a run; its committed chunks stay, the rest never runs (resume is not possible)."""
-    from workflows.runs import require_workflow
+    from workflows.orchestration.runs import require_workflow
 
     workflow = _connect()
     require_workflow(workflow, workflow_id)
@@ -147,15 +148,14 @@ def schedule(
     as_of: Optional[str] = typer.Option(None, "--as-of", help="With --once: the time to act at, ISO-8601 UTC."),
 ) -> None:
     """Fire each timeframe's tick workflow on its cron; meant to run as a Ray job (see README)."""
-    from workflows.launcher import WorkflowLauncher
-    from workflows.runs import UPKEEP
-    from workflows.scheduler import Job, Scheduler
+    from workflows.orchestration.ids import UPKEEP
+    from workflows.scheduling.cron import Job
+    from workflows.scheduling.launcher import WorkflowLauncher
+    from workflows.scheduling.loop import Scheduler
 
     if as_of is not None and not once:
         raise InputError("--as-of needs --once: a long-running scheduler follows the real clock")
-    from workflows.cli import require_spark_prerequisites
-
-    settings = from_environment()
+    settings = command_settings()
     require_spark_prerequisites(settings)
     moment = parse_time(as_of, "--as-of") if as_of else None
     clock = (lambda: moment) if moment is not None else utc_now
@@ -195,18 +195,19 @@ def _duration(seconds: float) -> str:
 
 def status() -> None:
     """Per timeframe (and the daily upkeep): last success, freshness lag, last failure, next tick."""
-    from workflows import runs
-    from workflows.launcher import scheduled_statuses
-    from workflows.scheduler import Job, next_tick
+    from workflows.orchestration import runs
+    from workflows.orchestration.ids import UPKEEP
+    from workflows.scheduling.cron import Job, next_tick
+    from workflows.scheduling.launcher import scheduled_statuses
 
-    settings = from_environment()
+    settings = command_settings()
     workflow = _connect()
     now = utc_now()
     runs_by_job: dict[str, list] = {}
     for workflow_id, name, tick, state in scheduled_statuses(workflow):
         runs_by_job.setdefault(name, []).append((workflow_id, tick, state))
     table = Table("job", "last success (as-of)", "freshness lag", "running", "last failure", "next tick")
-    jobs = [*timeframes.TIMEFRAMES.values(), Job(runs.UPKEEP, settings.upkeep_cron)]
+    jobs = [*timeframes.TIMEFRAMES.values(), Job(UPKEEP, settings.upkeep_cron)]
     for job in jobs:
         mine = runs_by_job.get(job.name, [])
         last = max((r for r in mine if r[2] == "SUCCESSFUL"), key=lambda r: r[1], default=None)

@@ -2,7 +2,7 @@
 
 Each step is a Ray remote function run by Ray Workflows, which checkpoints its output: the
 aggregate step's candles are stored, so a resumed workflow does not recompute them. A step's
-work lives in a `_..._work` function that runs under the retry policy (workflows/attempts.py),
+work lives in a `_..._work` function that runs under the retry policy (`workflows.orchestration.retry`),
 in a child task that a timeout can cancel. Steps ask for no CPU: they wait on the Spark service,
 whose executors hold the cores.
 """
@@ -18,11 +18,13 @@ from ohlcv.settings import Settings
 from ohlcv.store import CommitResult, plan_trade_files
 from ohlcv.timeframes import TIMEFRAMES
 from ohlcv.validate import AuditFailed, audit_candles
+from ohlcv.publish import candles_in, commit_chunk
 from ohlcv.windows import Chunk
-from workflows import failpoints, logs, metrics
-from workflows.attempts import StepContext, StepPolicy, run_step
-from workflows.runtime import import_workflow
-from workflows.pipeline import Aggregated, aggregate_chunk, cancel_request, candles_in, commit_chunk
+from workflows import _ray_compat
+from workflows.observability import logs, metrics
+from workflows.orchestration import failpoints
+from workflows.orchestration.retry import StepContext, StepPolicy, run_step
+from workflows.spark.client import Aggregated, aggregate_chunk, cancel_request
 
 __all__ = ["plan_step", "aggregate_step", "validate_step", "commit_step", "summarize_step", "upkeep_step", "UPKEEP_STEPS"]
 
@@ -31,14 +33,15 @@ __all__ = ["plan_step", "aggregate_step", "validate_step", "commit_step", "summa
 UPKEEP_STEPS = ("retention", "compact", "expire", "orphans")
 
 
-def _context(step: str, chunks: list[Chunk]) -> StepContext:
-    import_workflow()
-    from ray.workflow import workflow_context
-
-    workflow_id, task_id = workflow_context.get_current_workflow_id(), workflow_context.get_current_task_id()
+def _context(step: str, chunks: list[Chunk], job: str | None = None) -> StepContext:
+    """Who this step is (for its journal, metrics and log lines): its workflow, task and job,
+    which is the chunk's timeframes unless named (the daily upkeep)."""
+    workflow_id, task_id = _ray_compat.current_workflow_step()
     logs.bind(workflow_id, task_id)
-    present = {tf.name for chunk in chunks for tf in chunk.timeframes}
-    return StepContext(workflow_id, task_id, step, ",".join(name for name in TIMEFRAMES if name in present))
+    if job is None:
+        present = {tf.name for chunk in chunks for tf in chunk.timeframes}
+        job = ",".join(name for name in TIMEFRAMES if name in present)
+    return StepContext(workflow_id, task_id, step, job)
 
 
 # ------------------------------------------------------------------------------------------ plan
@@ -136,14 +139,14 @@ def _commit_work(settings: Settings, chunk: Chunk, aggregated: Aggregated) -> li
     failpoints.hit(settings, "commit")
     # The wall clock stamps created_at/updated_at: when the candle was really written.
     now = datetime.now(timezone.utc)
-    results = commit_chunk(settings, chunk, aggregated, now)
+    results = commit_chunk(settings, chunk, aggregated.candles, now)
     for (tf, rng), result in zip(chunk.targets, results):
         metrics.candles_written(tf.name, result.inserted + result.updated)
         metrics.freshness_lag(tf.name, (now - rng.end).total_seconds())
     return results
 
 
-def commit_summary(results: list[CommitResult]) -> dict:
+def _commit_summary(results: list[CommitResult]) -> dict:
     return {
         r.table: {"range": str(r.range), "inserted": r.inserted, "updated": r.updated, "unchanged": r.unchanged,
                   "deleted": r.deleted, "snapshot_id": r.snapshot_id}
@@ -155,7 +158,7 @@ def commit_summary(results: list[CommitResult]) -> dict:
 def commit_step(settings: Settings, chunk: Chunk, aggregated: Aggregated, audit: list[dict], final: bool = True) -> list[CommitResult]:
     """`audit` is the validate step's output: its presence means the candles passed."""
     ctx = _context("commit", [chunk])
-    results = run_step(ctx, StepPolicy.from_settings(settings), _commit_work, (settings, chunk, aggregated), summarize=commit_summary)
+    results = run_step(ctx, StepPolicy.from_settings(settings), _commit_work, (settings, chunk, aggregated), summarize=_commit_summary)
     if final:
         for tf in chunk.timeframes:
             metrics.run_finished(tf.name, "succeeded")
@@ -172,15 +175,6 @@ def summarize_step(settings: Settings, chunks: list[Chunk], *commits: list[Commi
 
 
 # ---------------------------------------------------------------------------------------- upkeep
-
-
-def _upkeep_context(step: str) -> StepContext:
-    import_workflow()
-    from ray.workflow import workflow_context
-
-    workflow_id, task_id = workflow_context.get_current_workflow_id(), workflow_context.get_current_task_id()
-    logs.bind(workflow_id, task_id)
-    return StepContext(workflow_id, task_id, step, "upkeep")
 
 
 def _retention_work(settings: Settings, at: datetime) -> dict:
@@ -222,7 +216,7 @@ _UPKEEP_WORK = {"retention": _retention_work, "compact": _compact_work, "expire"
 @ray.remote
 def upkeep_step(settings: Settings, step: str, at: datetime, after: object = None) -> dict:
     """One step of the daily upkeep: retention, compact, expire or orphans (in that order)."""
-    ctx = _upkeep_context(step)
+    ctx = _context(step, [], job="upkeep")
     result = run_step(ctx, StepPolicy.from_settings(settings), _UPKEEP_WORK[step], (settings, at), summarize=lambda r: r)
     if step == "orphans":
         metrics.run_finished("upkeep", "succeeded")

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Optional
 
 import typer
 from rich.table import Table
 
 from ohlcv import timeframes
-from ohlcv.settings import from_environment
+from ohlcv.errors import InputError
 from ohlcv.validate import CheckResult
 from ohlcv.windows import WindowRange
-from workflows.clock import parse_time, utc_now
-from workflows.console import console, errors, show
+from workflows.cli.common import command_settings, console, errors, parse_time, require_spark_prerequisites, show, utc_now
 
 __all__ = ["validate", "retention", "maintain"]
 
@@ -34,51 +33,31 @@ def validate(
 
     Exit code 0 when clean; 1 with a report (and the backfills that would fix late windows).
     """
-    import pyarrow as pa
-
-    from ohlcv.catalog import load_candles, open_catalog
-    from ohlcv.crosscheck import backfill_command, rollup_check, stale_windows
-    from ohlcv.store import read_candles
-    from ohlcv.validate import audit_candles
-    from workflows.cli import require_spark_prerequisites
-    from workflows.pipeline import trade_counts
+    from ohlcv.audit_published import audit_published, read_published
+    from ohlcv.catalog import open_catalog
+    from workflows.spark.client import trade_counts
 
     if lookback_days < 1:
-        from ohlcv.errors import InputError
-
         raise InputError("--lookback-days must be at least 1")
     tfs = timeframes.resolve(timeframe)
-    settings = from_environment()
+    settings = command_settings()
     now = utc_now()
     start = now.replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=lookback_days)
     rng = WindowRange(start, now)
-    catalog = open_catalog(settings)
-    stored = {tf.name: read_candles(load_candles(catalog, settings.namespace, tf), rng) for tf in tfs}
-    one_minute = timeframes.get("1m")
-    if any(tf.name != "1m" for tf in tfs) and "1m" not in stored:
-        stored["1m"] = read_candles(load_candles(catalog, settings.namespace, one_minute), rng)
+    stored = read_published(open_catalog(settings), settings.namespace, tfs, rng)  # before the trades are counted
     require_spark_prerequisites(settings)
     console.print(f"auditing {rng} of {', '.join(tf.name for tf in tfs)}; counting the trades with Spark")
     counts = trade_counts(settings, tfs, rng)
 
-    failed, hints = 0, []
-    one_minute_frame = stored["1m"].to_pandas()
-    for tf in tfs:
-        candles = stored[tf.name]
-        report = audit_candles(candles, tf, str(rng), sample_spec=settings.audit_sample)
-        staleness = stale_windows(candles.to_pandas(), counts[tf.name].to_pandas(), tf, now)
-        checks = report.checks + [staleness.check()]
-        if tf.name != "1m":
-            checks.append(rollup_check(one_minute_frame, candles.to_pandas(), tf))
-        show(_check_table(f"{tf.table}: {candles.num_rows:,} candles", checks))
-        if len(staleness.pending):
-            console.print(f"  {len(staleness.pending)} window(s) inside the {tf.name} lookback missed trades: the next tick absorbs them")
-        failed += sum(1 for c in checks if c.failed)
-        if (hint := backfill_command(staleness)) is not None:
-            hints.append(hint)
+    audits = audit_published(stored, counts, tfs, str(rng), now, settings.audit_sample)
+    for audit in audits:
+        show(_check_table(f"{audit.timeframe.table}: {audit.candles:,} candles", audit.checks))
+        if audit.pending:
+            console.print(f"  {audit.pending} window(s) inside the {audit.timeframe.name} lookback missed trades: the next tick absorbs them")
+    failed = sum(audit.failed for audit in audits)
     if failed:
         errors.print(f"[red]validation failed:[/] {failed} check(s) failed")
-        for hint in hints:
+        for hint in (audit.backfill_hint for audit in audits if audit.backfill_hint):
             errors.print(f"  fix late windows with: {hint}", soft_wrap=True)
         return 1
     console.print("[green]all checks passed[/]")
@@ -94,7 +73,7 @@ def retention(
     from ohlcv.retention import retention_all
 
     moment = parse_time(as_of, "--as-of") if as_of else utc_now()
-    settings = from_environment()
+    settings = command_settings()
     results = retention_all(open_catalog(settings), settings.namespace, moment, dry_run)
     table = Table("table", "keeps from", "partitions", "rows", "oldest", "newest deleted", title="would delete" if dry_run else "deleted")
     for result in results:
@@ -114,7 +93,7 @@ def maintain(
     from ohlcv.upkeep import compact_all, expire_all, remove_unreferenced_all
 
     moment = parse_time(as_of, "--as-of") if as_of else utc_now()
-    settings = from_environment()
+    settings = command_settings()
     catalog = open_catalog(settings)
     by_name = {c.table: c for c in compact_all(catalog, settings.namespace, moment)}
     expired = expire_all(catalog, settings.namespace, moment - timedelta(days=settings.snapshot_days))

@@ -5,128 +5,33 @@ session lives in one actor that every caller (CLI, workflow step, scheduler) rea
 Its executors are Ray actors too, sized from the cluster's CPUs and memory. The actor asks for
 no CPU itself (its executors hold the cores); callers that only wait on it should ask for none
 either, or they can starve the executors of a small cluster.
+
+This module is the actor and its lifecycle (start, find, stop); `workflows.spark.client` holds
+the requests callers make of it.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import re
-import shutil
-import subprocess
 import sys
 import time
 import uuid
-from dataclasses import dataclass
 from datetime import datetime
 
 from ohlcv.errors import ConfigError, OhlcvError, SchemaMismatch, ServiceUnavailable, TransientError
 from ohlcv.settings import Settings
+from workflows import _ray_compat
 from workflows.runtime import NAMESPACE, ensure_ray, head_affinity, import_ray
+from workflows.spark.java import require_java
+from workflows.spark.sizing import SparkSizing, plan_sizing, spark_configs
 
-__all__ = [
-    "SERVICE_NAME", "SparkSizing", "plan_sizing", "java_major_version", "require_java", "start_service", "spark_service", "stop_service",
-    "live_executors",
-]
+__all__ = ["SERVICE_NAME", "SparkService", "start_service", "spark_service", "stop_service", "live_executors"]
 
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = "ohlcv-spark"
 _GIB = 1024**3
-
-# Spark 3.5 on Java 17 needs these modules opened, or RayDP's Arrow and object-store paths
-# fail with InaccessibleObjectException (DESIGN section 6).
-_OPENED_PACKAGES = (
-    "java.lang", "java.lang.invoke", "java.lang.reflect", "java.io", "java.net", "java.nio", "java.util",
-    "java.util.concurrent", "java.util.concurrent.atomic", "sun.nio.ch", "sun.nio.cs", "sun.security.action",
-    "sun.util.calendar", "java.math", "java.text", "java.time", "java.util.regex", "java.util.concurrent.locks",
-    "java.lang.ref", "java.security", "java.nio.charset",
-)
-JAVA_OPTIONS = " ".join(
-    ["-XX:+IgnoreUnrecognizedVMOptions"]
-    + [f"--add-opens=java.base/{package}=ALL-UNNAMED" for package in _OPENED_PACKAGES]
-    + ["--add-opens=java.sql/java.sql=ALL-UNNAMED"]
-)
-_INSTALL_JAVA = (
-    "install a Java 17 runtime (Debian/Ubuntu: sudo apt-get install openjdk-17-jre-headless; "
-    "macOS: brew install openjdk@17) and put `java` on PATH or set JAVA_HOME"
-)
-
-
-def _java_binary() -> str | None:
-    home = os.environ.get("JAVA_HOME")
-    if home and os.access(os.path.join(home, "bin", "java"), os.X_OK):
-        return os.path.join(home, "bin", "java")
-    return shutil.which("java")
-
-
-def java_major_version() -> int | None:
-    """The major version of the Java runtime Spark would use, or None when there is none."""
-    binary = _java_binary()
-    if binary is None:
-        return None
-    try:
-        banner = subprocess.run([binary, "-version"], capture_output=True, text=True, timeout=30).stderr
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    match = re.search(r'version "(\d+)(?:\.(\d+))?', banner)
-    if not match:
-        return None
-    major = int(match.group(1))
-    return int(match.group(2)) if major == 1 and match.group(2) else major  # "1.8" is Java 8
-
-
-def require_java() -> None:
-    major = java_major_version()
-    if major is None:
-        raise ConfigError(f"Java was not found: Spark needs it. {_INSTALL_JAVA}")
-    if not 17 <= major <= 21:
-        raise ConfigError(f"found Java {major}, but Spark 3.5 with RayDP here needs Java 17: {_INSTALL_JAVA}")
-
-
-@dataclass(frozen=True)
-class SparkSizing:
-    executors: int
-    executor_cores: int
-    executor_memory: str
-    driver_memory: str
-    placement: str | None = None  # a Ray placement group strategy for the executors
-
-    @property
-    def slots(self) -> int:
-        return self.executors * self.executor_cores
-
-
-def plan_sizing(settings: Settings, cluster_cpus: float, cluster_memory_bytes: float) -> SparkSizing:
-    """Executors from the cluster's resources unless the settings fix them.
-
-    Executors take the cluster's cores (at most four per executor: beyond that one JVM's
-    shuffle and GC stop scaling) and a share of its memory, capped at 2 GiB each: candles
-    are small, and a larger heap only delays garbage collection and inflates the footprint.
-    """
-    cpus = max(1, int(cluster_cpus))
-    cores = settings.spark_executor_cores or min(cpus, 4)
-    executors = settings.spark_executors or max(1, cpus // cores)
-    if settings.spark_executor_memory:
-        memory = settings.spark_executor_memory
-    else:
-        share = cluster_memory_bytes * 0.3 / executors
-        memory = f"{int(min(max(share, 1 * _GIB), 2 * _GIB) // 2**20)}m"
-    return SparkSizing(executors, cores, memory, settings.spark_driver_memory, settings.spark_placement)
-
-
-def _spark_configs(sizing: SparkSizing) -> dict[str, str]:
-    return {
-        "spark.driver.extraJavaOptions": JAVA_OPTIONS,
-        "spark.executor.extraJavaOptions": JAVA_OPTIONS,
-        "spark.ray.raydp_app_master.extraJavaOptions": JAVA_OPTIONS,
-        "spark.driver.memory": sizing.driver_memory,
-        "spark.sql.session.timeZone": "UTC",
-        "spark.sql.shuffle.partitions": str(max(4, sizing.slots * 2)),
-        "spark.sql.execution.arrow.pyspark.enabled": "true",
-        "spark.ui.showConsoleProgress": "false",
-        "spark.ui.enabled": "false",
-    }
 
 
 class SparkService:
@@ -145,7 +50,7 @@ class SparkService:
         try:
             self.spark = raydp.init_spark(
                 app_name, sizing.executors, sizing.executor_cores, sizing.executor_memory,
-                placement_group_strategy=sizing.placement, configs=_spark_configs(sizing),
+                placement_group_strategy=sizing.placement, configs=spark_configs(sizing),
             )
         except BaseException:
             raydp.stop_spark()
@@ -348,10 +253,8 @@ def live_executors() -> int:
     RayDP does not tell Spark when an executor's node dies: Spark notices only after its
     heartbeat timeout, and a job meanwhile hangs. Ray's actor table knows at once.
     """
-    from ray._private import state
-
     return sum(
-        1 for actor in state.actors().values()
+        1 for actor in _ray_compat.actor_table()
         if actor.get("State") == "ALIVE" and "RayDPExecutor" in (actor.get("ActorClassName") or "")
     )
 

@@ -1,0 +1,174 @@
+"""Helpers the tests share (fixtures live in conftest.py): times and trade rows, the direct
+path (aggregate and commit without a workflow), the oracle comparison, and the CLI runner."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from oracle import compare, expected_candles
+from ohlcv import schema as s
+from ohlcv import timeframes
+from ohlcv.catalog import ensure_tables, load_candles, load_table, open_catalog
+from ohlcv.ingest import ingest_files
+from ohlcv.publish import commit_chunk
+from ohlcv.settings import Settings
+from ohlcv.store import CommitResult
+from ohlcv.windows import Chunk, plan_backfill
+
+
+def utc(*parts: int) -> datetime:
+    return datetime(*parts, tzinfo=timezone.utc)
+
+
+def trade(exchange: str, symbol: str, trade_id: str, price: float, quantity: float, ts: datetime, side: str | None = None) -> dict:
+    return {"exchange": exchange, "symbol": symbol, "trade_id": trade_id, "price": price, "quantity": quantity, "side": side, "timestamp": ts}
+
+
+def trades_table(rows: list[dict]) -> pa.Table:
+    """Rows as the Arrow table a Parquet trades file would hold."""
+    return pa.table(
+        {
+            "exchange": [r["exchange"] for r in rows],
+            "symbol": [r["symbol"] for r in rows],
+            "trade_id": [r["trade_id"] for r in rows],
+            "price": pa.array([r["price"] for r in rows], pa.float64()),
+            "quantity": pa.array([r["quantity"] for r in rows], pa.float64()),
+            "side": [r.get("side") for r in rows],
+            "timestamp": pa.array([r["timestamp"] for r in rows], pa.timestamp("us", tz="UTC")),
+        }
+    )
+
+
+def stored_trades(catalog, namespace: str = "market_data") -> list[dict]:
+    return load_table(catalog, namespace, s.TRADES_TABLE).scan().to_arrow().to_pylist()
+
+
+
+# Use on a test or module to run it on both catalogs.
+BOTH_CATALOGS = pytest.mark.parametrize("backend", ["sqlite", "postgres"], indirect=True)
+
+
+
+
+@dataclass
+class DirectRun:
+    """One chunk run the direct way: what Spark returned, and the commits."""
+
+    chunk: Chunk
+    aggregated: object  # workflows.spark.client.Aggregated
+    commits: list[CommitResult]
+
+
+def run_chunks(settings: Settings, chunks: list[Chunk], clock) -> list[DirectRun]:
+    """Aggregate and commit chunks in order, without a workflow (no audit, no journal): the
+    reference the workflow tests compare with. `clock()` stamps created_at/updated_at."""
+    from workflows.spark.client import aggregate_chunk
+
+    runs = []
+    for chunk in chunks:
+        aggregated = aggregate_chunk(settings, chunk)
+        runs.append(DirectRun(chunk, aggregated, commit_chunk(settings, chunk, aggregated.candles, clock())))
+    return runs
+
+
+ALL = timeframes.resolve("all")
+NOW = utc(2030, 1, 1)  # the "wall clock" of these tests: long after every trade
+
+
+def ingest_rows(settings, catalog, rows, tmp_path, name, ingested_at):
+    path = tmp_path / f"{name}.parquet"
+    pq.write_table(trades_table(rows), path)
+    [report] = ingest_files(catalog, settings.namespace, [str(path)], "us", ingested_at)
+    return report
+
+
+def backfill(settings, start: datetime, end: datetime, tfs=ALL, now=NOW):
+    return run_chunks(settings, plan_backfill(tfs, start, end, closed_before=now), lambda: now)
+
+
+def stored(catalog, tf) -> list[dict]:
+    return load_candles(catalog, "market_data", tf).scan().to_arrow().to_pylist()
+
+
+def assert_matches_oracle(catalog, trades, tfs=ALL, start=None, end=None):
+    for tf in tfs:
+        problems = compare(stored(catalog, tf), expected_candles(trades, tf.width, start, end))
+        assert not problems, f"{tf.name}: " + "; ".join(problems[:10])
+
+
+def crafted_trades() -> list[dict]:
+    """Each line exercises one rule; the comments say which."""
+    t = utc(2024, 1, 31, 23, 50, 10)
+    return [
+        # Equal timestamps: "999" sorts before "1000" as numbers (as text it would not).
+        trade("binance", "BTC-USDT", "1000", 101.0, 1.0, t),
+        trade("binance", "BTC-USDT", "999", 100.0, 2.0, t),
+        trade("binance", "BTC-USDT", "1001", 99.5, 0.5, t + timedelta(seconds=20)),
+        # Same symbol on another exchange: a separate series.
+        trade("coinbase", "BTC-USDT", "5", 102.0, 0.25, t),
+        # Ids that are not all digits compare as text: "a-10" < "a-2".
+        trade("kraken", "BTC-USDT", "a-2", 50.0, 1.0, t),
+        trade("kraken", "BTC-USDT", "a-10", 51.0, 1.0, t),
+        # Digits before other ids at equal time; leading zeros compare numerically: 007 < 10.
+        trade("kraken", "ETH-USDT", "x9", 10.0, 1.0, t),
+        trade("kraken", "ETH-USDT", "77", 11.0, 1.0, t),
+        trade("okx", "ETH-USDT", "10", 20.0, 1.0, t),
+        trade("okx", "ETH-USDT", "007", 21.0, 1.5, t),
+        # Exactly on a window boundary: belongs to the window that starts there.
+        trade("binance", "BTC-USDT", "1100", 98.0, 1.0, utc(2024, 1, 31, 23, 55)),
+        trade("binance", "BTC-USDT", "1099", 97.0, 1.0, utc(2024, 1, 31, 23, 54, 59, 999999)),
+        # Around midnight and the month end (the 1d table's month partitions).
+        trade("binance", "BTC-USDT", "1200", 96.0, 3.0, utc(2024, 1, 31, 23, 59, 59, 999999)),
+        trade("binance", "BTC-USDT", "1201", 95.0, 1.0, utc(2024, 2, 1)),
+        trade("binance", "BTC-USDT", "1202", 95.5, 2.0, utc(2024, 2, 1, 0, 0, 0, 1)),
+        # A gap: nothing between 00:01 and 02:17 -> no candles there.
+        trade("binance", "BTC-USDT", "1300", 94.0, 1.0, utc(2024, 2, 1, 2, 17, 3)),
+        # A single-trade window, and a duplicate delivered in the same file (counts once).
+        trade("coinbase", "ETH-USDT", "42", 3000.0, 0.1, utc(2024, 2, 1, 5, 0, 1)),
+        trade("coinbase", "ETH-USDT", "42", 3000.0, 0.1, utc(2024, 2, 1, 5, 0, 1)),
+    ]
+
+
+
+DAY = utc(2024, 4, 2)
+AS_OF = {  # a tick of each timeframe at one of its cron times, inside the generated day
+    "1m": utc(2024, 4, 2, 13, 5), "5m": utc(2024, 4, 2, 13, 5), "30m": utc(2024, 4, 2, 13, 10),
+    "1h": utc(2024, 4, 2, 13, 15), "1d": utc(2024, 4, 3, 0, 5),
+}
+
+
+def warehouse_with(settings: Settings, trades: list[dict], tmp_path, name: str) -> tuple[Settings, object]:
+    """Another warehouse holding the same stored trades: for the direct path or a clean run."""
+    other = settings.with_overrides(warehouse=str(tmp_path / name), failpoint_dir=None)
+    other_catalog = open_catalog(other)
+    ensure_tables(other_catalog, other.namespace)
+    path = tmp_path / f"{name}.parquet"
+    pq.write_table(trades_table(trades), path)
+    ingest_files(other_catalog, other.namespace, [path], "us", utc(2024, 4, 3, 1))
+    return other, other_catalog
+
+
+def table_rows(catalog, tf, namespace="market_data") -> list[dict]:
+    rows = load_candles(catalog, namespace, tf).scan().to_arrow().to_pylist()
+    return sorted(rows, key=lambda r: (r["exchange"], r["symbol"], r["window_start"]))
+
+
+def values(rows: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if k not in ("created_at", "updated_at")} for r in rows]
+
+
+
+
+def ohlcv(capsys, *args: str) -> tuple[int, str, str]:
+    """Run the CLI in this process (sharing the test session's Ray and Spark)."""
+    from workflows.cli.main import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(list(args))
+    out, err = capsys.readouterr()
+    return exit_info.value.code, out, err

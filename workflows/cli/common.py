@@ -1,0 +1,108 @@
+"""What every command shares: the two consoles, tables, the clock and time parsing, settings,
+and the checks a command makes before it starts Ray or Spark.
+
+Command modules import from here and from nothing else in `workflows.cli`, so the package has
+no import cycle; `workflows.cli.main` imports the command modules and registers them.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import datetime, timezone
+
+from rich.console import Console
+from rich.table import Table
+
+from ohlcv import timeframes
+from ohlcv.errors import InputError
+from ohlcv.settings import Settings, from_environment
+from ohlcv.store import CommitResult
+from ohlcv.windows import as_utc
+
+__all__ = [
+    "console",
+    "errors",
+    "show",
+    "utc_now",
+    "parse_time",
+    "when",
+    "command_settings",
+    "require_spark_prerequisites",
+    "require_tables",
+    "print_commits",
+]
+
+console = Console(highlight=False)
+errors = Console(stderr=True, highlight=False)
+
+
+def show(table: Table) -> None:
+    """Print a table; off a terminal (a pipe, a log) Rich would squeeze it to 80 columns and cut values."""
+    target = console if console.is_terminal else Console(highlight=False, width=200)
+    target.print(table)
+
+
+def utc_now() -> datetime:
+    """The wall clock: read only here, at the edge; everything below takes times as arguments."""
+    return datetime.now(timezone.utc)
+
+
+def parse_time(text: str, option: str) -> datetime:
+    """An ISO-8601 time from the command line; without an offset it means UTC."""
+    raw = text.strip()
+    if raw.endswith(("Z", "z")):
+        raw = raw[:-1] + "+00:00"
+    try:
+        return as_utc(datetime.fromisoformat(raw))
+    except ValueError:
+        raise InputError(f"{option} {text!r} is not an ISO-8601 time (for example 2024-05-01 or 2024-05-01T12:00Z)") from None
+
+
+def when(seconds: float | None) -> str:
+    """A Unix time as people read it, in UTC; empty when unknown."""
+    if not seconds:
+        return ""
+    return datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def command_settings() -> Settings:
+    """This command's settings, from the environment (and OHLCV_CONFIG): resolved once, here."""
+    return from_environment()
+
+
+def require_spark_prerequisites(settings: Settings) -> None:
+    """Fail fast, before a local Ray starts, when this machine cannot run Spark; then start Spark.
+
+    On a cluster (RAY_ADDRESS set) the nodes run Spark, and the service checks their Java.
+    """
+    from workflows.spark.java import require_java
+    from workflows.spark.service import start_service
+
+    if not settings.ray_address:
+        require_java()
+    start_service(settings)  # Spark starts while the workflow gets going
+
+
+def require_tables(settings: Settings, tfs: list[timeframes.Timeframe]) -> None:
+    """Fail fast, before Spark starts, when `ohlcv init` has not run."""
+    from ohlcv.catalog import load_candles, load_trades, open_catalog
+
+    catalog = open_catalog(settings)
+    load_trades(catalog, settings.namespace)
+    for tf in tfs:
+        load_candles(catalog, settings.namespace, tf)
+
+
+def print_commits(commits: list[CommitResult]) -> None:
+    """Per table: chunks, commits and candle counts of a run's commit results."""
+    per_table: dict[str, Counter] = {}
+    for commit in commits:
+        c = per_table.setdefault(commit.table, Counter())
+        c.update(chunks=1, inserted=commit.inserted, updated=commit.updated, unchanged=commit.unchanged,
+                 deleted=commit.deleted, commits=1 if commit.snapshot_id else 0)
+    table = Table("table", "chunks", "commits", "inserted", "updated", "unchanged", "deleted")
+    for name in (tf.table for tf in timeframes.TIMEFRAMES.values() if tf.table in per_table):
+        c = per_table[name]
+        table.add_row(name, *(f"{c[k]:,}" for k in ("chunks", "commits", "inserted", "updated", "unchanged", "deleted")))
+    if per_table:
+        show(table)

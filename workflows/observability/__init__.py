@@ -1,0 +1,1 @@
+"""What operators see of the pipeline: Ray metrics and context-prefixed step logs."""

@@ -1,0 +1,1 @@
+"""Durable runs on Ray Workflows: ids, DAGs, steps, the retry policy, the run journal, failpoints."""

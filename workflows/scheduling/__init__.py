@@ -1,0 +1,1 @@
+"""The cron scheduler: pure cron decisions (`cron`), the loop (`loop`) and its launcher."""
