@@ -15,6 +15,7 @@ from pyiceberg.table import Table
 
 from ohlcv import schema as s
 from ohlcv.errors import ConfigError, SchemaMismatch, TableNotFound
+from ohlcv.object_store import check_bucket
 from ohlcv.settings import Settings
 from ohlcv.timeframes import TIMEFRAMES, Timeframe
 
@@ -29,7 +30,9 @@ def _sql_catalog(settings: Settings) -> Catalog:
     if settings.warehouse_is_local:
         settings.warehouse_path.mkdir(parents=True, exist_ok=True)
     try:
-        return SqlCatalog("ohlcv", uri=settings.resolved_catalog_uri, warehouse=settings.warehouse_uri)
+        return SqlCatalog(
+            "ohlcv", uri=settings.resolved_catalog_uri, warehouse=settings.warehouse_uri, **settings.fileio_properties()
+        )
     except ModuleNotFoundError as exc:
         raise ConfigError(
             f"the catalog {settings.masked_catalog_uri} needs the driver {exc.name!r}: "
@@ -40,7 +43,7 @@ def _sql_catalog(settings: Settings) -> Catalog:
 def _rest_catalog(settings: Settings) -> Catalog:
     from pyiceberg.catalog.rest import RestCatalog
 
-    return RestCatalog("ohlcv", uri=settings.resolved_catalog_uri, warehouse=settings.warehouse_uri)
+    return RestCatalog("ohlcv", uri=settings.resolved_catalog_uri, warehouse=settings.warehouse_uri, **settings.fileio_properties())
 
 
 # URI scheme (before any "+driver") -> catalog factory.
@@ -53,6 +56,12 @@ CATALOGS: dict[str, Callable[[Settings], Catalog]] = {
 
 
 def open_catalog(settings: Settings) -> Catalog:
+    """The catalog of the settings, its FileIO configured for the warehouse's storage.
+
+    An object-store warehouse is checked first (once per process): a missing bucket, wrong
+    keys or an unreachable endpoint fail here with one line, before anything is written.
+    """
+    check_bucket(settings.warehouse_uri, settings.s3_endpoint, settings.s3_region, "OHLCV_WAREHOUSE")
     scheme = urlsplit(settings.resolved_catalog_uri).scheme.split("+", 1)[0]
     factory = CATALOGS.get(scheme)
     if factory is None:

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from ohlcv.errors import ConfigError
 
-__all__ = ["Settings", "load_settings", "from_environment", "read_config_file", "mask_password", "ReadMode", "ENVIRONMENT"]
+__all__ = ["Settings", "load_settings", "from_environment", "read_config_file", "mask_password", "ReadMode", "ENVIRONMENT", "FALLBACK_ENVIRONMENT"]
 
 ReadMode = Literal["auto", "arrow", "native"]
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
@@ -47,7 +47,12 @@ ENVIRONMENT = {
     "audit_sample": "OHLCV_AUDIT_SAMPLE",
     "snapshot_days": "OHLCV_SNAPSHOT_DAYS",
     "upkeep_cron": "OHLCV_UPKEEP_CRON",
+    "s3_endpoint": "AWS_ENDPOINT_URL_S3",
+    "s3_region": "AWS_REGION",
 }
+# Settings that, like every AWS tool, also read a second, more general variable when the first
+# is unset. Credentials are deliberately absent: see ohlcv/object_store.py.
+FALLBACK_ENVIRONMENT = {"s3_endpoint": "AWS_ENDPOINT_URL", "s3_region": "AWS_DEFAULT_REGION"}
 # setting -> (type, what a value must be, the smallest value allowed)
 _NUMBERS = {
     "spark_executors": (int, "a whole number", 1),
@@ -104,7 +109,11 @@ class Settings:
     # back), and the daily upkeep workflow (retention, compaction, expiry) runs on this cron.
     snapshot_days: float = 7.0
     upkeep_cron: str = "45 1 * * *"
-    # Tests only: a folder where armed failpoints live (workflows/failpoints.py). None: inert.
+    # S3-compatible object storage (AWS_ENDPOINT_URL[_S3], AWS_REGION / AWS_DEFAULT_REGION):
+    # None means AWS itself. Keys are never settings: each process reads its own environment.
+    s3_endpoint: str | None = None
+    s3_region: str | None = None
+    # Tests only: a folder where armed failpoints live (workflows/orchestration/failpoints.py). None: inert.
     failpoint_dir: str | None = None
 
     @property
@@ -125,12 +134,31 @@ class Settings:
 
     @property
     def resolved_workflow_storage(self) -> str:
+        """Where Ray Workflows keeps checkpoints and the run journal: the setting, or a
+        `workflow-storage` folder (or prefix, in the same bucket) beside the warehouse."""
         if self.workflow_storage:
             scheme = urlsplit(self.workflow_storage).scheme
             return self.workflow_storage if scheme and len(scheme) > 1 else Path(self.workflow_storage).resolve().as_uri()
-        if not self.warehouse_is_local:
-            raise ConfigError("set OHLCV_WORKFLOW_STORAGE: the warehouse is remote, so there is no folder beside it")
-        return (self.warehouse_path.parent / "workflow-storage").as_uri()
+        if self.warehouse_is_local:
+            return (self.warehouse_path.parent / "workflow-storage").as_uri()
+        parts = urlsplit(self.warehouse)
+        if parts.scheme not in ("s3", "s3a"):
+            raise ConfigError("set OHLCV_WORKFLOW_STORAGE: Ray's workflow storage cannot live beside this warehouse")
+        parent = parts.path.rstrip("/").rsplit("/", 1)[0]
+        return f"{parts.scheme}://{parts.netloc}{parent}/workflow-storage"
+
+    @property
+    def ray_storage_uri(self) -> str:
+        """The workflow storage as Ray takes it: with the S3 endpoint and region for pyarrow."""
+        from ohlcv.object_store import ray_storage_uri
+
+        return ray_storage_uri(self.resolved_workflow_storage, self.s3_endpoint, self.s3_region)
+
+    def fileio_properties(self) -> dict[str, str]:
+        """pyiceberg FileIO properties for the warehouse; credentials from this process's environment."""
+        from ohlcv.object_store import fileio_properties
+
+        return fileio_properties(self.s3_endpoint, self.s3_region)
 
     @property
     def resolved_catalog_uri(self) -> str:
@@ -194,6 +222,8 @@ def _validated(settings: Settings) -> Settings:
         value = getattr(settings, name)
         if value is not None and not _SIZE.match(value):
             raise ConfigError(f"{ENVIRONMENT[name]} must look like 512m or 2g, got {value!r}")
+    if settings.s3_endpoint is not None and urlsplit(settings.s3_endpoint).scheme not in ("http", "https"):
+        raise ConfigError(f"AWS_ENDPOINT_URL {settings.s3_endpoint!r} must start with http:// or https://")
     if not settings.warehouse_is_local and not settings.catalog_uri:
         raise ConfigError(
             f"OHLCV_WAREHOUSE {settings.warehouse!r} is remote: set OHLCV_CATALOG_URI too "
@@ -211,8 +241,11 @@ def load_settings(env: Mapping[str, str], file_values: Mapping[str, Any] | None 
             raise ConfigError(f"unknown setting {key!r} in the config file; known: {', '.join(sorted(known))}")
         merged[key] = _coerce(key, value) if key in ENVIRONMENT else value
     for name, variable in ENVIRONMENT.items():
+        fallback = FALLBACK_ENVIRONMENT.get(name)
         if env.get(variable):
             merged[name] = _coerce(name, env[variable])
+        elif fallback and env.get(fallback):
+            merged[name] = _coerce(name, env[fallback])
     merged = {k: v for k, v in merged.items() if v is not None}
     return _validated(Settings(**merged))
 

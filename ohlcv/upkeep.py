@@ -5,8 +5,8 @@
   rows are rewritten as one file with one `overwrite` of the partition range: the same rows,
   `created_at`/`updated_at` included, in one atomic commit.
 - Expiry: snapshots older than the setting go (the current one always stays).
-- Unreferenced files: pyiceberg's expiry drops snapshots but leaves their files on disk. A
-  file under the table's location is deleted only when no remaining snapshot references it
+- Unreferenced files: pyiceberg's expiry drops snapshots but leaves their files behind. A file
+  found by listing the table's location (a folder, or a prefix on S3) is deleted only when no remaining snapshot references it
   (manifest lists, manifests, data and delete files), it is not a metadata file still in the
   metadata log, and it is older than a grace period, so the files of a commit in flight are
   never touched.
@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 from pyarrow import fs as pafs
 from pyiceberg.table import Table
 
+from ohlcv import object_store
 from ohlcv.retention import partitions
 from ohlcv.store import committing, range_filter
 from ohlcv.timeframes import Timeframe
@@ -127,7 +128,8 @@ def remove_unreferenced(table: Table, now: datetime, grace: timedelta = ORPHAN_G
     """Delete files under the table's location that nothing references and that are old enough."""
     table.refresh()
     keep = referenced_files(table)
-    filesystem, root = pafs.FileSystem.from_uri(table.location())
+    # The table's own FileIO settings: on S3 the same endpoint, region and keys as its writes.
+    filesystem, root = object_store.filesystem(table.location(), table.io.properties)
     listing = filesystem.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True))
     cutoff = now - grace
     deleted = size = 0

@@ -21,7 +21,6 @@ __all__ = [
     "backfill_range",
     "partition_start",
     "next_partition_start",
-    "split_by_partition",
     "EPOCH",
     "Chunk",
     "tick_chunks",
@@ -107,17 +106,6 @@ def next_partition_start(ts: datetime, tf: Timeframe) -> datetime:
     if tf.partition == "month":
         return (start + timedelta(days=32)).replace(day=1)
     return start + timedelta(days=1)
-
-
-def split_by_partition(rng: WindowRange, tf: Timeframe) -> list[WindowRange]:
-    """Cut a range at the partition boundaries of `tf`'s table: one chunk per partition touched."""
-    chunks: list[WindowRange] = []
-    cursor = rng.start
-    while cursor < rng.end:
-        boundary = min(next_partition_start(cursor, tf), rng.end)
-        chunks.append(WindowRange(cursor, boundary))
-        cursor = boundary
-    return chunks
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,11 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
+import time
+import urllib.error
+import urllib.request
 import uuid
 import warnings
 from pathlib import Path
@@ -20,7 +24,7 @@ from ohlcv.generate import GenerateSpec, generate
 from ohlcv.settings import Settings
 from support import ingest_rows, stored_trades, utc
 
-_OUR_VARIABLES = ("OHLCV_", "RAY_ADDRESS")
+_OUR_VARIABLES = ("OHLCV_", "RAY_ADDRESS", "AWS_")
 # A PostgreSQL server for the catalog tests, given by CI; read now, before the isolation below.
 POSTGRES_URI = os.environ.get("OHLCV_TEST_POSTGRES_URI")
 
@@ -33,12 +37,80 @@ def _isolated_environment(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(name, raising=False)
 
 
+# The keys every process of the tests' S3 endpoint uses: moto takes any, but wants some. Ray
+# workers inherit the environment Ray starts with, as a real node's processes inherit theirs.
+S3_KEYS = {"AWS_ACCESS_KEY_ID": "ohlcv-test-key", "AWS_SECRET_ACCESS_KEY": "ohlcv-test-secret-never-printed"}
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """A real S3 HTTP endpoint for the session: moto's server on a free loopback port."""
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while True:
+        if server.poll() is not None:
+            pytest.fail(f"moto's server exited with {server.returncode}")
+        try:
+            with urllib.request.urlopen(f"{url}/moto-api/", timeout=0.5):
+                break
+        except urllib.error.HTTPError:
+            break  # an HTTP answer: the server is up
+        except OSError:
+            if time.monotonic() > deadline:
+                server.kill()
+                pytest.fail("moto's server did not answer within 60 s")
+            time.sleep(0.1)
+    try:
+        yield url
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+def make_bucket(endpoint: str, name: str | None = None) -> str:
+    """Create a bucket on the test endpoint; its name."""
+    import boto3
+
+    name = name or f"ohlcv-{uuid.uuid4().hex[:12]}"
+    client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                          aws_access_key_id=S3_KEYS["AWS_ACCESS_KEY_ID"], aws_secret_access_key=S3_KEYS["AWS_SECRET_ACCESS_KEY"])
+    client.create_bucket(Bucket=name)
+    return name
+
+
+@pytest.fixture
+def s3_environment(s3_server, monkeypatch) -> dict[str, str]:
+    """A fresh bucket, and the AWS_* variables of a user of it, set in this process too."""
+    bucket = make_bucket(s3_server)
+    variables = {**S3_KEYS, "AWS_ENDPOINT_URL": s3_server, "AWS_REGION": "us-east-1"}
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    return {**variables, "BUCKET": bucket}
+
+
+@pytest.fixture
+def s3_settings(s3_environment, tmp_path) -> Settings:
+    """Settings for a warehouse on S3 (a SQLite catalog file, the tables in a fresh bucket)."""
+    bucket = s3_environment["BUCKET"]
+    result = Settings(
+        warehouse=f"s3://{bucket}/warehouse", catalog_uri=f"sqlite:///{tmp_path / 'catalog.db'}",
+        workflow_storage=f"s3://{bucket}/workflow-storage", s3_endpoint=s3_environment["AWS_ENDPOINT_URL"], s3_region="us-east-1",
+    )
+    ensure_tables(open_catalog(result), result.namespace)
+    return result
+
+
 @pytest.fixture(scope="session")
 def ray_cluster(tmp_path_factory):
     """A real local Ray cluster with two CPUs, as on the CI machine, with workflow storage."""
     import ray
 
     storage = tmp_path_factory.mktemp("workflow-storage").as_uri()
+    for name, value in S3_KEYS.items():
+        os.environ.setdefault(name, value)  # for the workers; the tests themselves see none
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.filterwarnings("ignore", message="Cluster-wide storage configuration is deprecated")

@@ -9,7 +9,7 @@ import pytest
 from support import utc
 from ohlcv import timeframes
 from ohlcv.errors import InputError
-from ohlcv.windows import WindowRange, backfill_range, ceil, floor, plan_backfill, split_by_partition, tick_range
+from ohlcv.windows import WindowRange, backfill_range, ceil, floor, plan_backfill, split_by_day, tick_range
 
 ONE_MINUTE, FIVE, THIRTY, HOUR, DAY = (timeframes.get(n) for n in ("1m", "5m", "30m", "1h", "1d"))
 
@@ -69,15 +69,14 @@ def test_backfill_range_takes_windows_whose_start_is_inside_and_closed():
         backfill_range(HOUR, utc(2024, 5, 2), utc(2024, 5, 1))
 
 
-def test_split_by_partition_cuts_at_days_and_months():
-    days = split_by_partition(WindowRange(utc(2024, 1, 30, 6), utc(2024, 2, 1, 3)), HOUR)
+def test_split_by_day_cuts_at_utc_midnights():
+    days = split_by_day(WindowRange(utc(2024, 1, 30, 6), utc(2024, 2, 1, 3)))
     assert days == [
         WindowRange(utc(2024, 1, 30, 6), utc(2024, 1, 31)),
         WindowRange(utc(2024, 1, 31), utc(2024, 2, 1)),
         WindowRange(utc(2024, 2, 1), utc(2024, 2, 1, 3)),
     ]
-    months = split_by_partition(WindowRange(utc(2023, 12, 15), utc(2024, 3, 1)), DAY)
-    assert [m.start for m in months] == [utc(2023, 12, 15), utc(2024, 1, 1), utc(2024, 2, 1)]
+    assert split_by_day(WindowRange(utc(2024, 2, 1), utc(2024, 2, 1))) == []
 
 
 def test_backfill_chunks_read_each_day_once_for_every_timeframe():

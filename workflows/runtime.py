@@ -10,6 +10,7 @@ import os
 import warnings
 
 from ohlcv.errors import ConfigError, OhlcvError, ServiceUnavailable
+from ohlcv.object_store import bucket_of, check_bucket, describe_storage_error
 from ohlcv.settings import Settings
 from workflows import _ray_compat
 
@@ -44,15 +45,25 @@ def ensure_ray(settings: Settings) -> None:
                 ray.init(address=settings.ray_address, **common)
             else:
                 os.environ.pop("RAY_ADDRESS", None)
+                # Ray would create a missing bucket itself, and wait out a dead endpoint for
+                # seconds: check it first, and say what is wrong in one line.
+                check_bucket(settings.resolved_workflow_storage, settings.s3_endpoint, settings.s3_region,
+                             "OHLCV_WORKFLOW_STORAGE", write=True)
                 # Ray Workflows keeps its checkpoints in the cluster's storage; Ray 2.47 warns
                 # that this setting is deprecated, and 2.47 is pinned for Ray Workflows itself.
                 warnings.filterwarnings("ignore", message="Cluster-wide storage configuration is deprecated")
                 ray.init(
                     num_cpus=os.cpu_count(), include_dashboard=False,
-                    storage=settings.resolved_workflow_storage, **common,
+                    storage=settings.ray_storage_uri, **common,
                 )
         except ConnectionError as exc:
             raise ServiceUnavailable(f"cannot reach the Ray cluster at {settings.ray_address}: {exc}") from None
+        except OSError as exc:  # the storage failed after the check passed (it went away meanwhile)
+            storage = settings.resolved_workflow_storage
+            described = describe_storage_error(exc, bucket_of(storage), settings.s3_endpoint, "OHLCV_WORKFLOW_STORAGE")
+            if described is None:
+                raise
+            raise ConfigError(described) from None
     log.info("connected to Ray (%s)", settings.ray_address or "local")
 
 
