@@ -12,7 +12,7 @@ COPY ohlcv ./ohlcv
 COPY workflows ./workflows
 RUN pip install --no-cache-dir ".[postgres]"
 
-# Ray writes its session files here; the warehouse and workflow storage live on /shared.
+# Ray writes its session files here; the warehouse and the workflow storage live in a bucket.
 ENV RAY_TMPDIR=/tmp/ray
 ENTRYPOINT ["tini", "--"]
 CMD ["ray", "--help"]

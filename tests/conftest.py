@@ -6,13 +6,8 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
-import sys
 import tempfile
-import time
-import urllib.error
-import urllib.request
 import uuid
 import warnings
 from pathlib import Path
@@ -22,7 +17,7 @@ import pytest
 from ohlcv.catalog import ensure_tables, open_catalog
 from ohlcv.generate import GenerateSpec, generate
 from ohlcv.settings import Settings
-from support import ingest_rows, stored_trades, utc
+from support import S3_KEYS, free_port, ingest_rows, make_bucket, start_s3_server, stored_trades, utc
 
 _OUR_VARIABLES = ("OHLCV_", "RAY_ADDRESS", "AWS_")
 # A PostgreSQL server for the catalog tests, given by CI; read now, before the isolation below.
@@ -37,48 +32,15 @@ def _isolated_environment(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(name, raising=False)
 
 
-# The keys every process of the tests' S3 endpoint uses: moto takes any, but wants some. Ray
-# workers inherit the environment Ray starts with, as a real node's processes inherit theirs.
-S3_KEYS = {"AWS_ACCESS_KEY_ID": "ohlcv-test-key", "AWS_SECRET_ACCESS_KEY": "ohlcv-test-secret-never-printed"}
-
-
 @pytest.fixture(scope="session")
 def s3_server():
     """A real S3 HTTP endpoint for the session: moto's server on a free loopback port."""
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
-    while True:
-        if server.poll() is not None:
-            pytest.fail(f"moto's server exited with {server.returncode}")
-        try:
-            with urllib.request.urlopen(f"{url}/moto-api/", timeout=0.5):
-                break
-        except urllib.error.HTTPError:
-            break  # an HTTP answer: the server is up
-        except OSError:
-            if time.monotonic() > deadline:
-                server.kill()
-                pytest.fail("moto's server did not answer within 60 s")
-            time.sleep(0.1)
+    server, url = start_s3_server()
     try:
         yield url
     finally:
         server.terminate()
         server.wait(10)
-
-
-def make_bucket(endpoint: str, name: str | None = None) -> str:
-    """Create a bucket on the test endpoint; its name."""
-    import boto3
-
-    name = name or f"ohlcv-{uuid.uuid4().hex[:12]}"
-    client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
-                          aws_access_key_id=S3_KEYS["AWS_ACCESS_KEY_ID"], aws_secret_access_key=S3_KEYS["AWS_SECRET_ACCESS_KEY"])
-    client.create_bucket(Bucket=name)
-    return name
 
 
 @pytest.fixture
@@ -152,7 +114,7 @@ def postgres_server():
     if os.geteuid() == 0:  # initdb refuses to run as root
         shutil.chown(data, "postgres", "postgres")
         as_owner = ["runuser", "-u", "postgres", "--"]
-    port = _free_port()
+    port = free_port()
     subprocess.run([*as_owner, str(binaries / "initdb"), "-D", str(data), "-U", "ohlcv", "--auth=trust", "-E", "UTF8"],
                    check=True, capture_output=True)
     options = f"-c listen_addresses=127.0.0.1 -p {port} -k {data}"
@@ -163,12 +125,6 @@ def postgres_server():
     finally:
         subprocess.run([*as_owner, str(binaries / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"], capture_output=True)
         shutil.rmtree(data, ignore_errors=True)
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture

@@ -1,6 +1,9 @@
 """The pipeline on a three-node Ray cluster on this machine (ray.cluster_utils.Cluster: real
 raylets), run by tests/test_multinode.py in a process of its own (a process joins one Ray).
 
+The warehouse, the workflow storage and the catalog come from the environment (OHLCV_*, AWS_*):
+the test puts the tables and the workflow storage in a bucket, so the nodes share no disk.
+
     python tests/multinode.py WORK_DIR spread      # executors on different nodes, a backfill
     python tests/multinode.py WORK_DIR node-loss   # the same, a worker node killed mid-Spark
 
@@ -47,22 +50,24 @@ def main(work: Path, mode: str) -> dict:
     from ohlcv.catalog import ensure_tables, open_catalog
     from ohlcv.generate import GenerateSpec, generate, write_trades
     from ohlcv.ingest import ingest_files
-    from ohlcv.settings import Settings
+    from ohlcv.settings import from_environment
     from ohlcv.windows import plan_backfill
     from workflows.orchestration import dags, ids, journal, runs
     from workflows.spark.service import spark_service
 
     # The head has no CPU: executors (which ask for CPUs) can only land on the two workers;
     # the service, the workflow manager and the steps ask for none and stay on the head.
-    cluster = Cluster(initialize_head=True, head_node_args={
-        "num_cpus": 0, "storage": (work / "workflow-storage").as_uri(), "include_dashboard": False})
+    settings = from_environment().with_overrides(
+        spark_executors=2, spark_executor_cores=1, spark_executor_memory="1g", spark_placement="SPREAD",
+        step_retry_delay=1.0, step_timeout=180.0, step_retries=3,
+    )
+    storage = settings.ray_storage_uri
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "storage": storage, "include_dashboard": False})
     # Every node must know the workflow storage (a `ray start` worker learns it from the head).
-    workers = [cluster.add_node(num_cpus=2, storage=(work / "workflow-storage").as_uri()) for _ in range(2)]
+    workers = [cluster.add_node(num_cpus=2, storage=storage) for _ in range(2)]
     ray.init(address=cluster.address, namespace="ohlcv", log_to_driver=False)
     result: dict = {"worker_nodes": sorted(w.node_id for w in workers)}
     try:
-        settings = Settings(warehouse=str(work / "warehouse"), spark_executors=2, spark_executor_cores=1,
-                            spark_executor_memory="1g", spark_placement="SPREAD", step_retry_delay=1.0, step_timeout=180.0, step_retries=3)
         catalog = open_catalog(settings)
         ensure_tables(catalog, settings.namespace)
         path = write_trades(generate(GenerateSpec(DAY, DAY + timedelta(days=1), symbols=3, exchanges=2,

@@ -3,6 +3,13 @@ path (aggregate and commit without a workflow), the oracle comparison, and the C
 
 from __future__ import annotations
 
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
@@ -13,6 +20,7 @@ import pytest
 from oracle import compare, expected_candles
 from ohlcv import schema as s
 from ohlcv import timeframes
+from ohlcv.aggregate import candle_arrow_schema
 from ohlcv.catalog import ensure_tables, load_candles, load_table, open_catalog
 from ohlcv.ingest import ingest_files
 from ohlcv.publish import commit_chunk
@@ -172,3 +180,62 @@ def ohlcv(capsys, *args: str) -> tuple[int, str, str]:
         main(list(args))
     out, err = capsys.readouterr()
     return exit_info.value.code, out, err
+
+
+# The keys every process of the tests' S3 endpoint uses: moto takes any, but wants some. Ray
+# workers inherit the environment Ray starts with, as a real node's processes inherit theirs.
+S3_KEYS = {"AWS_ACCESS_KEY_ID": "ohlcv-test-key", "AWS_SECRET_ACCESS_KEY": "ohlcv-test-secret-never-printed"}
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def start_s3_server(timeout: float = 60.0) -> tuple[subprocess.Popen, str]:
+    """moto's S3 server on a free loopback port, answering: (process, endpoint URL)."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + timeout
+    while True:
+        if server.poll() is not None:
+            raise RuntimeError(f"moto's server exited with {server.returncode}")
+        try:
+            with urllib.request.urlopen(f"{url}/moto-api/", timeout=0.5):
+                return server, url
+        except urllib.error.HTTPError:
+            return server, url  # an HTTP answer: the server is up
+        except OSError:
+            if time.monotonic() > deadline:
+                server.kill()
+                raise RuntimeError(f"moto's server did not answer within {timeout:g} s") from None
+            time.sleep(0.1)
+
+
+def make_bucket(endpoint: str, name: str | None = None, keys: dict[str, str] = S3_KEYS) -> str:
+    """Create a bucket on the test endpoint; its name."""
+    import boto3
+
+    name = name or f"ohlcv-{uuid.uuid4().hex[:12]}"
+    client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                          aws_access_key_id=keys["AWS_ACCESS_KEY_ID"], aws_secret_access_key=keys["AWS_SECRET_ACCESS_KEY"])
+    client.create_bucket(Bucket=name)
+    return name
+
+
+def daily_candles(tf, first: datetime, days: int) -> pa.Table:
+    """One candle a day, at noon for 1m, at midnight for 1d."""
+    rows = []
+    for day in range(days):
+        start = first + timedelta(days=day) + (timedelta(hours=12) if tf.name == "1m" else timedelta(0))
+        rows.append(dict(symbol="ETH-USDT", exchange="okx", window_start=start, window_end=start + tf.width,
+                         window_date=start.date(), open_price=10.0, high_price=11.0, low_price=9.0, close_price=10.5,
+                         volume=1.0 + day, trade_count=1 + day, vwap=10.0))
+    return pa.Table.from_pylist(rows, schema=candle_arrow_schema())
+
+
+def key_rows(table) -> set:
+    return {tuple(sorted(r.items())) for r in table.scan().to_arrow().to_pylist()}

@@ -16,7 +16,8 @@ from headnode import BIN, HeadNode
 from oracle import compare, expected_candles
 from ohlcv import timeframes
 from ohlcv.catalog import load_candles, load_trades, open_catalog
-from ohlcv.settings import Settings
+from ohlcv import object_store
+from ohlcv.settings import from_environment
 from ohlcv.windows import tick_range
 from workflows.orchestration import failpoints
 from workflows.scheduling.cron import latest_tick
@@ -27,8 +28,7 @@ REPO = Path(__file__).resolve().parent.parent
 START, END = utc(2024, 6, 3), utc(2024, 6, 4)
 
 
-@pytest.fixture
-def environment(tmp_path) -> dict[str, str]:
+def user_environment(tmp_path, **settings: str) -> dict[str, str]:
     """A warehouse with a day of trades, and the environment of a user of the CLI."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OHLCV_", "RAY_ADDRESS"))}
     env.update(
@@ -37,11 +37,27 @@ def environment(tmp_path) -> dict[str, str]:
         OHLCV_STEP_RETRY_DELAY="0.5",
         PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",
     )
+    env.update(settings)
     ohlcv(env, "init")
     ohlcv(env, "generate", "--out", str(tmp_path / "day.parquet"), "--start", START.isoformat(), "--end", END.isoformat(),
           "--symbols", "2", "--exchanges", "2", "--trades-per-day", "5000")
     ohlcv(env, "ingest", str(tmp_path / "day.parquet"))
     return env
+
+
+@pytest.fixture
+def environment(tmp_path) -> dict[str, str]:
+    return user_environment(tmp_path)
+
+
+@pytest.fixture
+def s3_user_environment(tmp_path, s3_environment) -> dict[str, str]:
+    """The same, with the warehouse and the workflow storage in a bucket (a SQLite catalog file)."""
+    bucket = s3_environment["BUCKET"]
+    return user_environment(
+        tmp_path, OHLCV_WAREHOUSE=f"s3://{bucket}/warehouse", OHLCV_WORKFLOW_STORAGE=f"s3://{bucket}/workflow-storage",
+        OHLCV_CATALOG_URI=f"sqlite:///{tmp_path / 'catalog.db'}",
+    )
 
 
 def ohlcv(env: dict[str, str], *args: str, expect: int = 0, timeout: float = 600) -> subprocess.CompletedProcess:
@@ -51,7 +67,7 @@ def ohlcv(env: dict[str, str], *args: str, expect: int = 0, timeout: float = 600
 
 
 def assert_tick_candles(env: dict[str, str], tf_name: str, as_of) -> None:
-    settings = Settings(warehouse=env["OHLCV_WAREHOUSE"])
+    settings = from_environment(env)
     catalog = open_catalog(settings)
     tf = timeframes.get(tf_name)
     trades = load_trades(catalog, settings.namespace).scan().to_arrow().to_pylist()
@@ -61,16 +77,23 @@ def assert_tick_candles(env: dict[str, str], tf_name: str, as_of) -> None:
     assert not compare(rows, expected_candles(trades, tf.width, rng.start, rng.end)), tf_name
 
 
-def journal_entry(storage: Path, workflow_id: str, task_id: str) -> dict:
-    return json.loads((storage / "ohlcv" / "runs" / workflow_id / f"{task_id}.json").read_text())
+def journal_entry(settings, workflow_id: str, task_id: str) -> dict:
+    """A step's journal entry, read straight from the workflow storage's bucket."""
+    filesystem, root = object_store.filesystem(settings.resolved_workflow_storage, settings.fileio_properties())
+    with filesystem.open_input_stream(f"{root}/ohlcv/runs/{workflow_id}/{task_id}.json") as stream:
+        return json.loads(stream.read())
 
 
-def test_runs_resume_after_the_cluster_is_stopped_and_started_again(environment, tmp_path):
-    storage = tmp_path / "workflow-storage"
+def test_runs_resume_after_the_cluster_is_stopped_and_started_again_on_s3_storage(s3_user_environment, tmp_path):
+    """Workflow storage and warehouse in a bucket: the second cluster shares no disk with the first."""
+    environment = s3_user_environment
+    settings = from_environment(environment)
+    storage = settings.ray_storage_uri  # the endpoint as Ray's query parameters: built, never written by hand
+    assert "endpoint_override=127.0.0.1" in storage
     failed_tick, interrupted_tick = utc(2024, 6, 3, 14, 15), utc(2024, 6, 3, 14, 20)
     failed_id, interrupted_id = "ohlcv-1h-20240603T1415Z", "ohlcv-1m-20240603T1420Z"
 
-    first = HeadNode(storage.as_uri(), tmp_path).start()
+    first = HeadNode(storage, tmp_path).start()
     try:
         env = {**environment, "RAY_ADDRESS": first.address}
         failpoints.arm(env["OHLCV_FAILPOINT_DIR"], "commit", "terminal")
@@ -91,17 +114,17 @@ def test_runs_resume_after_the_cluster_is_stopped_and_started_again(environment,
     running.wait(timeout=120)
     assert running.returncode != 0
 
-    second = HeadNode(storage.as_uri(), tmp_path).start()
+    second = HeadNode(storage, tmp_path).start()
     try:
         env = {**environment, "RAY_ADDRESS": second.address}
         listed = ohlcv(env, "workflows", "list").stdout
         assert failed_id in listed and "FAILED" in listed
         assert interrupted_id in listed and "RESUMABLE" in listed
 
-        aggregate_before = journal_entry(storage, failed_id, "aggregate")
+        aggregate_before = journal_entry(settings, failed_id, "aggregate")
         resumed = ohlcv(env, "workflows", "resume", failed_id)
         assert f"{failed_id} SUCCESSFUL" in resumed.stdout
-        assert journal_entry(storage, failed_id, "aggregate") == aggregate_before  # its candles came from the checkpoint
+        assert journal_entry(settings, failed_id, "aggregate") == aggregate_before  # its candles came from the checkpoint
         assert_tick_candles(env, "1h", failed_tick)
 
         resumed_all = ohlcv(env, "workflows", "resume-all", "--interrupted-only")
@@ -111,6 +134,7 @@ def test_runs_resume_after_the_cluster_is_stopped_and_started_again(environment,
         assert "aggregate" in shown and "SUCCESSFUL" in shown
     finally:
         second.stop()
+    assert not (tmp_path / "warehouse").exists() and not (tmp_path / "workflow-storage").exists()
 
 
 def test_the_scheduler_runs_as_a_ray_job(environment, tmp_path):

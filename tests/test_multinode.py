@@ -1,5 +1,5 @@
-"""A head and two worker nodes on this machine: Spark executors spread over the nodes, the
-candles equal the oracle's, and losing a worker node in the middle of the Spark step still ends
+"""A head and two worker nodes on this machine, sharing no disk (warehouse and workflow storage
+in a bucket of a real S3 endpoint): Spark executors spread over the nodes, the candles equal the oracle's, and losing a worker node in the middle of the Spark step still ends
 in a completed workflow with correct candles."""
 
 from __future__ import annotations
@@ -15,15 +15,25 @@ import pytest
 from oracle import compare, expected_candles
 from ohlcv import timeframes
 from ohlcv.catalog import load_candles, load_trades, open_catalog
-from ohlcv.settings import Settings
+from ohlcv.settings import from_environment
 
 pytestmark = pytest.mark.slow
 
 SCRIPT = Path(__file__).with_name("multinode.py")
 
 
+@pytest.fixture
+def s3_work(tmp_path, s3_environment, monkeypatch) -> Path:
+    """The warehouse and the workflow storage in a bucket; locally only the catalog file."""
+    bucket = s3_environment["BUCKET"]
+    monkeypatch.setenv("OHLCV_WAREHOUSE", f"s3://{bucket}/warehouse")
+    monkeypatch.setenv("OHLCV_WORKFLOW_STORAGE", f"s3://{bucket}/workflow-storage")
+    monkeypatch.setenv("OHLCV_CATALOG_URI", f"sqlite:///{tmp_path / 'catalog.db'}")
+    return tmp_path
+
+
 def run_cluster(work: Path, mode: str) -> dict:
-    environment = {k: v for k, v in os.environ.items() if not k.startswith(("OHLCV_", "RAY_ADDRESS"))}
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("RAY_ADDRESS")}
     environment["PYTHONPATH"] = os.pathsep.join([str(SCRIPT.parent.parent), environment.get("PYTHONPATH", "")])
     result = subprocess.run([sys.executable, str(SCRIPT), str(work), mode], env=environment, capture_output=True, text=True, timeout=1200)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
@@ -31,25 +41,27 @@ def run_cluster(work: Path, mode: str) -> dict:
 
 
 def assert_candles_match_the_oracle(work: Path) -> None:
-    settings = Settings(warehouse=str(work / "warehouse"))
+    settings = from_environment()
     catalog = open_catalog(settings)
     trades = load_trades(catalog, settings.namespace).scan().to_arrow().to_pylist()
     for tf in timeframes.resolve("all"):
         rows = load_candles(catalog, settings.namespace, tf).scan().to_arrow().to_pylist()
         assert rows and not compare(rows, expected_candles(trades, tf.width)), tf.name
+    # Nothing of the tables or the runs on local disk: the input file and the catalog only.
+    assert sorted(p.name for p in work.rglob("*") if p.is_file()) == ["catalog.db", "day.parquet"]
 
 
-def test_executors_spread_over_the_nodes_and_the_candles_are_right(tmp_path):
-    outcome = run_cluster(tmp_path, "spread")
+def test_executors_spread_over_the_nodes_and_the_candles_are_right(s3_work):
+    outcome = run_cluster(s3_work, "spread")
     assert len(outcome["executor_nodes"]) == 2
     assert sorted(set(outcome["executor_nodes"])) == outcome["worker_nodes"]  # one executor on each worker node
     assert set(outcome["control_nodes"].values()) == {outcome["head_node"]}  # the control plane is on the head
     assert outcome["status"] == "SUCCESSFUL"
-    assert_candles_match_the_oracle(tmp_path)
+    assert_candles_match_the_oracle(s3_work)
 
 
-def test_losing_a_worker_node_mid_spark_step_still_completes_correctly(tmp_path):
-    outcome = run_cluster(tmp_path, "node-loss")
+def test_losing_a_worker_node_mid_spark_step_still_completes_correctly(s3_work):
+    outcome = run_cluster(s3_work, "node-loss")
     assert outcome["removed_node"] in outcome["worker_nodes"]
     assert outcome["removed_while"] == "RUNNING"  # the node went away during the Spark step
     assert outcome["status"] == "SUCCESSFUL"
@@ -58,4 +70,4 @@ def test_losing_a_worker_node_mid_spark_step_still_completes_correctly(tmp_path)
     *failed, last = outcome["aggregate_attempts"]
     assert last == "ok" and set(failed) <= {"transient"} and len(failed) <= 2, outcome["aggregate_errors"]
     assert outcome["removed_node"] not in outcome["executors_after"]
-    assert_candles_match_the_oracle(tmp_path)
+    assert_candles_match_the_oracle(s3_work)

@@ -7,12 +7,10 @@ import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-import pyarrow as pa
 import pytest
 
-from support import run_chunks, utc
+from support import daily_candles, key_rows, run_chunks, utc
 from ohlcv import timeframes
-from ohlcv.aggregate import candle_arrow_schema
 from ohlcv.catalog import load_candles
 from ohlcv.retention import apply_retention, cutoff, partitions
 from ohlcv.store import commit_candles
@@ -21,21 +19,6 @@ from ohlcv.windows import WindowRange, tick_chunks
 from workflows.orchestration import journal, runs
 
 ONE_MINUTE, ONE_DAY = timeframes.get("1m"), timeframes.get("1d")
-
-
-def daily_candles(tf, first: datetime, days: int) -> pa.Table:
-    """One candle a day, at noon for 1m, at midnight for 1d."""
-    rows = []
-    for day in range(days):
-        start = first + timedelta(days=day) + (timedelta(hours=12) if tf is ONE_MINUTE else timedelta(0))
-        rows.append(dict(symbol="ETH-USDT", exchange="okx", window_start=start, window_end=start + tf.width,
-                         window_date=start.date(), open_price=10.0, high_price=11.0, low_price=9.0, close_price=10.5,
-                         volume=1.0 + day, trade_count=1 + day, vwap=10.0))
-    return pa.Table.from_pylist(rows, schema=candle_arrow_schema())
-
-
-def key_rows(table) -> set:
-    return {tuple(sorted(r.items())) for r in table.scan().to_arrow().to_pylist()}
 
 
 @pytest.mark.parametrize(

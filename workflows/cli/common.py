@@ -14,7 +14,8 @@ from rich.console import Console
 from rich.table import Table
 
 from ohlcv import timeframes
-from ohlcv.errors import InputError
+from ohlcv.errors import InputError, OhlcvError
+from ohlcv.object_store import bucket_of, check_bucket, describe_storage_error, is_s3
 from ohlcv.settings import Settings, from_environment
 from ohlcv.store import CommitResult
 from ohlcv.windows import as_utc
@@ -27,6 +28,8 @@ __all__ = [
     "parse_time",
     "when",
     "command_settings",
+    "require_writable",
+    "storage_problem",
     "require_spark_prerequisites",
     "require_tables",
     "print_commits",
@@ -65,9 +68,33 @@ def when(seconds: float | None) -> str:
     return datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
 
 
-def command_settings() -> Settings:
-    """This command's settings, from the environment (and OHLCV_CONFIG): resolved once, here."""
-    return from_environment()
+def command_settings(writes: bool = False) -> Settings:
+    """This command's settings, from the environment (and OHLCV_CONFIG): resolved once, here.
+
+    `writes`: the command changes tables, so an object-store warehouse must take writes.
+    """
+    settings = from_environment()
+    if writes:
+        require_writable(settings)
+    return settings
+
+
+def require_writable(settings: Settings) -> None:
+    """For commands that write: on object storage, check that this process may write under the
+    warehouse prefix, so a read-only key fails in one line before any table changes."""
+    check_bucket(settings.warehouse_uri, settings.s3_endpoint, settings.s3_region, "OHLCV_WAREHOUSE", write=True)
+
+
+def storage_problem(exc: OSError) -> str | None:
+    """One line for a storage failure of this command's warehouse or workflow storage, or None."""
+    try:
+        settings = from_environment()
+    except OhlcvError:
+        return None
+    for uri, what in ((settings.warehouse_uri, "OHLCV_WAREHOUSE"), (settings.resolved_workflow_storage, "OHLCV_WORKFLOW_STORAGE")):
+        if is_s3(uri) and bucket_of(uri) in str(exc):
+            return describe_storage_error(exc, bucket_of(uri), settings.s3_endpoint, what)
+    return None
 
 
 def require_spark_prerequisites(settings: Settings) -> None:

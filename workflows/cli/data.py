@@ -27,7 +27,7 @@ def init() -> None:
     """Create the namespace, the trades, quarantine and five candle tables (idempotent)."""
     from ohlcv.catalog import ensure_tables, open_catalog
 
-    settings = command_settings()
+    settings = command_settings(writes=True)
     results = ensure_tables(open_catalog(settings), settings.namespace)
     console.print(f"catalog   {settings.masked_catalog_uri}")
     console.print(f"warehouse {settings.warehouse_uri}")
@@ -73,7 +73,7 @@ def ingest(
     from ohlcv.catalog import open_catalog
     from ohlcv.ingest import ingest_files
 
-    settings = command_settings()
+    settings = command_settings(writes=True)
     catalog = open_catalog(settings)
 
     def report_file(report) -> None:

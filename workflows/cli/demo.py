@@ -31,7 +31,7 @@ def demo(
     from ohlcv.ingest import ingest_files
     from ohlcv.store import read_candles
 
-    settings = command_settings()
+    settings = command_settings(writes=True)
     require_spark_prerequisites(settings)
     timings: dict[str, float] = {}
 

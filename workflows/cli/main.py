@@ -1,7 +1,7 @@
 """The `ohlcv` command line: a thin layer over the `ohlcv` domain and the Ray `workflows`.
 
 This module builds the Typer app from the command modules (data, runs, demo, quality,
-operations) and owns the one error handler: a domain error prints one red line and exits 1;
+operations, storage) and owns the one error handler: a domain error prints one red line and exits 1;
 `--debug` shows the traceback instead. Messages for people go to the console; diagnostics go
 through `logging`.
 """
@@ -16,8 +16,8 @@ import typer
 import typer.exceptions
 
 from ohlcv.errors import OhlcvError
-from workflows.cli import data, demo, operations, quality, runs
-from workflows.cli.common import errors
+from workflows.cli import data, demo, operations, quality, runs, storage
+from workflows.cli.common import errors, storage_problem
 
 __all__ = ["app", "main"]
 
@@ -43,6 +43,7 @@ for command in (
 ):
     app.command()(command)
 app.add_typer(operations.workflows_app, name="workflows")
+app.add_typer(storage.storage_app, name="storage")
 
 
 def _configure_logging(debug: bool) -> None:
@@ -81,6 +82,13 @@ def main(argv: list[str] | None = None) -> None:
     except _ABORTS:
         errors.print("interrupted")
         sys.exit(130)
+    except OSError as exc:  # storage: name the bucket and what to check, never a key
+        if debug:
+            raise
+        described = storage_problem(exc)
+        text = described or f"unexpected {type(exc).__name__}: {exc} (run with --debug for the traceback)"
+        errors.print(f"[red]error:[/] {text}", soft_wrap=True)
+        sys.exit(1)
     except Exception as exc:  # one line for people; the traceback is one flag away
         if debug:
             raise

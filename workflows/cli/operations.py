@@ -107,7 +107,7 @@ def resume_run(workflow_id: str = typer.Argument(..., help="The workflow to cont
     """Continue a failed or interrupted run: only its unfinished steps run again."""
     from workflows.orchestration import runs
 
-    commits = runs.resume(command_settings(), workflow_id)
+    commits = runs.resume(command_settings(writes=True), workflow_id)
     console.print(f"{workflow_id} SUCCESSFUL")
     print_commits(commits)
 
@@ -155,7 +155,7 @@ def schedule(
 
     if as_of is not None and not once:
         raise InputError("--as-of needs --once: a long-running scheduler follows the real clock")
-    settings = command_settings()
+    settings = command_settings(writes=True)
     require_spark_prerequisites(settings)
     moment = parse_time(as_of, "--as-of") if as_of else None
     clock = (lambda: moment) if moment is not None else utc_now

@@ -73,7 +73,7 @@ def retention(
     from ohlcv.retention import retention_all
 
     moment = parse_time(as_of, "--as-of") if as_of else utc_now()
-    settings = command_settings()
+    settings = command_settings(writes=not dry_run)
     results = retention_all(open_catalog(settings), settings.namespace, moment, dry_run)
     table = Table("table", "keeps from", "partitions", "rows", "oldest", "newest deleted", title="would delete" if dry_run else "deleted")
     for result in results:
@@ -93,7 +93,7 @@ def maintain(
     from ohlcv.upkeep import compact_all, expire_all, remove_unreferenced_all
 
     moment = parse_time(as_of, "--as-of") if as_of else utc_now()
-    settings = command_settings()
+    settings = command_settings(writes=True)
     catalog = open_catalog(settings)
     by_name = {c.table: c for c in compact_all(catalog, settings.namespace, moment)}
     expired = expire_all(catalog, settings.namespace, moment - timedelta(days=settings.snapshot_days))

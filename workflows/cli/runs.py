@@ -54,7 +54,7 @@ def run(
 
     tfs = timeframes.resolve(timeframe)
     tick = parse_time(as_of, "--as-of") if as_of else utc_now()
-    settings = command_settings()
+    settings = command_settings(writes=True)
     require_tables(settings, tfs)
     require_spark_prerequisites(settings)
     results, failures = {}, []
@@ -83,7 +83,7 @@ def backfill(
     first, last = parse_time(start, "--start"), parse_time(end, "--end")
     if last < first:
         raise InputError(f"--end {end} is before --start {start}")
-    settings = command_settings()
+    settings = command_settings(writes=True)
     require_tables(settings, tfs)
     require_spark_prerequisites(settings)
     commits = backfill_with_progress(settings, tfs, first, last)
