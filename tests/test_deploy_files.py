@@ -42,9 +42,13 @@ def test_cluster_yaml_passes_rays_schema_and_config_validation():
     validate_config(prepared)
     assert prepared["available_node_types"]["ray.worker"]["max_workers"] > prepared["available_node_types"]["ray.worker"]["min_workers"]
     head = " ".join(config["head_start_ray_commands"])
-    assert "--dashboard-host=127.0.0.1" in head and "--storage=" in head
-    assert any("openjdk-17" in command for command in config["setup_commands"])
-    assert any("ssm get-parameter" in command for command in config["setup_commands"])  # settings fetched, not written
+    assert "--dashboard-host=127.0.0.1" in head and '--storage="$(ohlcv storage ray-uri)"' in head
+    # Ray's own image for the pinned Ray and Python: the host AMI needs neither python3.11 nor
+    # awscli packages (Ubuntu 24.04 has neither); Java 17 comes from the image's Ubuntu.
+    assert config["docker"]["image"] == f"rayproject/ray:{ray.__version__}-py311-cpu"
+    setup = " ".join(config["setup_commands"])
+    assert "openjdk-17-jre-headless" in setup and "python3.11" not in setup and "awscli" not in setup
+    assert "get_parameter" in setup  # settings fetched from SSM on the node, not written here
 
 
 @pytest.mark.parametrize("name", ["cluster.yaml", "docker-compose.yml", "Dockerfile"])
