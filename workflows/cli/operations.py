@@ -177,6 +177,9 @@ def schedule(
         if failed:
             raise RunFailed(f"{len(failed)} tick(s) failed: " + "; ".join(e.detail for e in failed))
         return
+    # Say "started" once the start-up (resume, catch-up) is done: from then on a SIGTERM is
+    # answered within a poll, well inside `ray job stop`'s grace period.
+    scheduler.start_up()
     console.print(f"scheduler started: catch-up {settings.catchup}, overlap {settings.overlap}; stop with SIGTERM (ray job stop)")
     scheduler.run()
     running = scheduler.in_flight()

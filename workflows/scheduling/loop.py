@@ -145,9 +145,13 @@ class Scheduler:
         return max(0.0, min(self.max_sleep, (soonest - now).total_seconds()))
 
     def run(self, sleep: Callable[[float], object] | None = None) -> None:
-        """Start up, then poll until stopped. `sleep(seconds)` defaults to an interruptible wait."""
+        """Start up (unless `start_up` ran already), then poll until stopped.
+
+        `sleep(seconds)` defaults to an interruptible wait.
+        """
         wait = sleep or (lambda seconds: self._stop.wait(seconds))
-        self.start_up()
+        if not self._next:  # start_up sets every job's next tick
+            self.start_up()
         while not self.stopping:
             self.poll()
             if self.stopping:
