@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from pyiceberg.catalog import Catalog
@@ -19,7 +19,7 @@ from ohlcv.object_store import check_bucket
 from ohlcv.settings import Settings
 from ohlcv.timeframes import TIMEFRAMES, Timeframe
 
-__all__ = ["open_catalog", "TableSpec", "table_specs", "ensure_tables", "load_table", "load_candles", "load_trades"]
+__all__ = ["open_catalog", "CANDLE_TABLE_PROPERTIES", "TableSpec", "table_specs", "ensure_tables", "load_table", "load_candles", "load_trades"]
 
 log = logging.getLogger(__name__)
 
@@ -72,11 +72,19 @@ def open_catalog(settings: Settings) -> Catalog:
     return factory(settings)
 
 
+# A candle commit checks the table's watermark, then commits on exactly the snapshot it
+# checked: pyiceberg must not rebase it onto another writer's commit by itself (its retries
+# re-check data files only), or a watermark could move backwards. A conflict fails the commit
+# instead (CommitConflict), and the step's retry starts over from the new snapshot.
+CANDLE_TABLE_PROPERTIES = {"commit.retry.num-retries": "0"}
+
+
 @dataclass(frozen=True)
 class TableSpec:
     name: str
     schema: Schema
     partition: PartitionSpec
+    properties: dict[str, str] = field(default_factory=dict)
 
 
 def table_specs() -> list[TableSpec]:
@@ -85,7 +93,7 @@ def table_specs() -> list[TableSpec]:
         TableSpec(s.TRADES_TABLE, s.TRADES_SCHEMA, s.trades_spec()),
         TableSpec(s.QUARANTINE_TABLE, s.QUARANTINE_SCHEMA, s.quarantine_spec()),
     ]
-    specs += [TableSpec(tf.table, s.CANDLE_SCHEMA, s.candle_spec(tf)) for tf in TIMEFRAMES.values()]
+    specs += [TableSpec(tf.table, s.CANDLE_SCHEMA, s.candle_spec(tf), CANDLE_TABLE_PROPERTIES) for tf in TIMEFRAMES.values()]
     return specs
 
 
@@ -97,13 +105,18 @@ def ensure_tables(catalog: Catalog, namespace: str) -> list[tuple[str, bool]]:
         identifier = (namespace, spec.name)
         existed = catalog.table_exists(identifier)
         if existed:
-            _check_schema(catalog.load_table(identifier), spec.schema)
+            table = catalog.load_table(identifier)
+            _check_schema(table, spec.schema)
+            missing = {k: v for k, v in spec.properties.items() if table.properties.get(k) != v}
+            if missing:  # a table created by an older version of this code
+                with table.transaction() as transaction:
+                    transaction.set_properties(missing)
         else:
             catalog.create_table_if_not_exists(
                 identifier,
                 schema=spec.schema,
                 partition_spec=spec.partition,
-                properties={"format-version": "2", "write.parquet.compression-codec": "zstd"},
+                properties={"format-version": "2", "write.parquet.compression-codec": "zstd", **spec.properties},
             )
             log.info("created table %s.%s", namespace, spec.name)
         results.append((spec.name, not existed))

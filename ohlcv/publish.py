@@ -1,4 +1,4 @@
-"""Publish a chunk's candles: each target range of each timeframe replaced in one commit."""
+"""Publish a chunk's candles: each timeframe's target ranges replaced in one commit per table."""
 
 from __future__ import annotations
 
@@ -7,28 +7,78 @@ from datetime import datetime
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ohlcv.catalog import load_candles, open_catalog
+from ohlcv.catalog import load_candles, load_trades, open_catalog
+from ohlcv.errors import CommitConflict
 from ohlcv.settings import Settings
 from ohlcv.store import CommitResult, commit_candles, micros
+from ohlcv.watermark import Watermark, appended_between_touches, is_ancestor_or_same, recorded_watermark
 from ohlcv.windows import Chunk, WindowRange
 
 __all__ = ["candles_in", "commit_chunk"]
 
 
-def candles_in(candles: pa.Table, rng: WindowRange) -> pa.Table:
-    """The candles whose window starts inside `rng`."""
+def candles_in(candles: pa.Table, ranges: WindowRange | list[WindowRange]) -> pa.Table:
+    """The candles whose window starts inside `ranges` (one range or several)."""
     starts = candles.column("window_start").cast(pa.int64())
-    inside = pc.and_(pc.greater_equal(starts, micros(rng.start)), pc.less(starts, micros(rng.end)))
-    return candles.filter(inside)
+    inside = None
+    for rng in [ranges] if isinstance(ranges, WindowRange) else ranges:
+        this = pc.and_(pc.greater_equal(starts, micros(rng.start)), pc.less(starts, micros(rng.end)))
+        inside = this if inside is None else pc.or_(inside, this)
+    return candles.filter(inside) if inside is not None else candles.slice(0, 0)
 
 
-def commit_chunk(settings: Settings, chunk: Chunk, candles: dict[str, pa.Table], now: datetime) -> list[CommitResult]:
-    """Replace each target range with its candles (`candles` by timeframe name, over the chunk's
-    read range): one Iceberg commit per table touched, none where nothing changed. `now`
-    stamps created_at/updated_at."""
+def commit_chunk(
+    settings: Settings, chunk: Chunk, candles: dict[str, pa.Table], now: datetime, trades_snapshot: int | None = None,
+) -> list[CommitResult]:
+    """Replace each timeframe's target ranges with its candles (`candles` by timeframe name):
+    one Iceberg commit per table, none where nothing changed. `now` stamps created_at and
+    updated_at. `trades_snapshot`: the trades snapshot the candles were computed from.
+
+    A tick's chunk moves each table's watermark to its pinned snapshot, if the table still
+    records the one the tick planned from. A backfill keeps the table's watermark (it absorbed
+    only its own range); a table that has none yet starts from `trades_snapshot`.
+    """
     catalog = open_catalog(settings)
     results = []
-    for tf, rng in chunk.targets:
+    for tf in chunk.timeframes:
+        ranges = chunk.ranges_of(tf)
         table = load_candles(catalog, settings.namespace, tf)
-        results.append(commit_candles(table, candles_in(candles[tf.name], rng), rng, now))
+        fresh = candles_in(candles[tf.name], ranges)
+        if chunk.advances_watermark:
+            watermark = Watermark(chunk.trades_snapshot, chunk.read.end) if chunk.trades_snapshot is not None else None
+            result = commit_candles(table, fresh, ranges, now, watermark=watermark, expect_watermark=chunk.watermark_from)
+        else:
+            result = _commit_backfill(catalog, settings.namespace, table, fresh, ranges, now, trades_snapshot)
+        results.append(result)
     return results
+
+
+def _commit_backfill(catalog, namespace: str, table, fresh: pa.Table, ranges: list[WindowRange], now: datetime,
+                     read: int | None) -> CommitResult:
+    """A backfill's commit: it absorbed only its own ranges, so the table keeps its watermark.
+
+    - A table without one starts from the snapshot this backfill read, its windows computed up
+      to the end of these ranges.
+    - A table whose watermark is newer than what this backfill read may hold, in these ranges,
+      trades a tick absorbed meanwhile: if any file appended since can hold such trades, the
+      commit would lose them, so it fails as a conflict (run the backfill again).
+    - Otherwise the watermark stays, and its `closed_before` moves to the end of these ranges
+      when they continue right where it was (a backfill running forward in time).
+    """
+    current = recorded_watermark(table)
+    end = max(r.end for r in ranges)
+    if current is None:
+        initial = Watermark(read, end) if read is not None else None
+        return commit_candles(table, fresh, ranges, now, watermark_if_none=initial, expect_watermark=None)
+    trades = load_trades(catalog, namespace)
+    newer = not is_ancestor_or_same(trades, current.snapshot_id, read)
+    if newer and appended_between_touches(trades, read, current.snapshot_id, ranges):
+        raise CommitConflict(
+            f"{table.name()[-1]}: trades for {', '.join(map(str, ranges))} arrived after this backfill read trades snapshot "
+            f"{read}, and a tick absorbed them; run the backfill again"
+        )
+    keep = current
+    start = min(r.start for r in ranges)
+    if not newer and current.closed_before is not None and start <= current.closed_before < end:
+        keep = Watermark(current.snapshot_id, end)
+    return commit_candles(table, fresh, ranges, now, watermark=keep, expect_watermark=current.snapshot_id)

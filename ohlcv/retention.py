@@ -15,6 +15,7 @@ from pyiceberg.table import Table
 
 from ohlcv.store import committing, micros
 from ohlcv.timeframes import Timeframe
+from ohlcv.watermark import recorded_watermark, watermark_properties
 from ohlcv.windows import as_utc, partition_start
 
 __all__ = ["Partition", "partitions", "cutoff", "expired", "RetentionResult", "apply_retention", "retention_all"]
@@ -76,7 +77,9 @@ def apply_retention(table: Table, tf: Timeframe, as_of: datetime, dry_run: bool 
     if dry_run or not doomed:
         return RetentionResult(table.name()[-1], limit, doomed, None)
     with committing(table, f"retention before {limit:%Y-%m-%d}"):
-        table.delete(LessThan("window_start", micros(limit)), snapshot_properties={"ohlcv.retention": limit.isoformat()})
+        # Dropping old windows absorbs no trades: the watermark carries over.
+        properties = {"ohlcv.retention": limit.isoformat(), **watermark_properties(recorded_watermark(table))}
+        table.delete(LessThan("window_start", micros(limit)), snapshot_properties=properties)
     return RetentionResult(table.name()[-1], limit, doomed, table.current_snapshot().snapshot_id)
 
 

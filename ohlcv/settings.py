@@ -47,6 +47,7 @@ ENVIRONMENT = {
     "audit_sample": "OHLCV_AUDIT_SAMPLE",
     "snapshot_days": "OHLCV_SNAPSHOT_DAYS",
     "upkeep_cron": "OHLCV_UPKEEP_CRON",
+    "recompute_limit_days": "OHLCV_RECOMPUTE_LIMIT_DAYS",
     "s3_endpoint": "AWS_ENDPOINT_URL_S3",
     "s3_region": "AWS_REGION",
 }
@@ -61,6 +62,7 @@ _NUMBERS = {
     "step_retry_delay": (float, "a number of seconds", 0),
     "step_timeout": (float, "a number of seconds", 0),
     "snapshot_days": (float, "a number of days", 0),
+    "recompute_limit_days": (float, "a number of days", 0),
 }
 _CHOICES = {
     "read_mode": ("auto", "arrow", "native"),
@@ -109,6 +111,9 @@ class Settings:
     # back), and the daily upkeep workflow (retention, compaction, expiry) runs on this cron.
     snapshot_days: float = 7.0
     upkeep_cron: str = "45 1 * * *"
+    # A tick whose trades snapshot log cannot say which old windows new trades touched (the
+    # watermark expired, or trades were removed) recomputes this many days before its lookback.
+    recompute_limit_days: float = 7.0
     # S3-compatible object storage (AWS_ENDPOINT_URL[_S3], AWS_REGION / AWS_DEFAULT_REGION):
     # None means AWS itself. Keys are never settings: each process reads its own environment.
     s3_endpoint: str | None = None

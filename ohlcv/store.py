@@ -27,11 +27,12 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 from pyiceberg.exceptions import CommitFailedException, ValidationException
-from pyiceberg.expressions import AlwaysTrue, And, BooleanExpression, EqualTo, GreaterThanOrEqual, LessThan
+from pyiceberg.expressions import AlwaysFalse, AlwaysTrue, And, BooleanExpression, EqualTo, GreaterThanOrEqual, LessThan, Or
 from pyiceberg.table import FileScanTask, Table
 
 from ohlcv import schema as s
 from ohlcv.errors import CommitConflict
+from ohlcv.watermark import Watermark, recorded_watermark, watermark_properties
 from ohlcv.windows import EPOCH, WindowRange
 
 __all__ = [
@@ -46,6 +47,8 @@ __all__ = [
     "read_trades",
     "CommitResult",
     "merge_candles",
+    "ANY_WATERMARK",
+    "ranges_filter",
     "commit_candles",
     "committing",
     "read_candles",
@@ -79,8 +82,15 @@ def range_filter(column: str, rng: WindowRange) -> BooleanExpression:
     return And(GreaterThanOrEqual(column, micros(rng.start)), LessThan(column, micros(rng.end)))
 
 
-def plan_trade_files(table: Table, rng: WindowRange) -> list[FileScanTask]:
-    return list(table.scan(row_filter=range_filter("timestamp", rng)).plan_files())
+def _as_ranges(ranges: WindowRange | list[WindowRange] | tuple[WindowRange, ...]) -> list[WindowRange]:
+    return [ranges] if isinstance(ranges, WindowRange) else sorted(ranges)
+
+
+def plan_trade_files(table: Table, ranges: WindowRange | list[WindowRange], snapshot_id: int | None = None) -> list[FileScanTask]:
+    """The trade files that can hold trades of `ranges` (partitions and column statistics
+    pruned), as of `snapshot_id` (default: the current snapshot)."""
+    scan = table.scan(row_filter=ranges_filter("timestamp", _as_ranges(ranges)), snapshot_id=snapshot_id)
+    return list(scan.plan_files())
 
 
 @dataclass(frozen=True)
@@ -88,19 +98,20 @@ class ReadPlan:
     files: int
     bytes: int
     mode: str  # "native", "arrow" or "empty"
-    rows: int = 0  # estimated trades in the range: see `rows_in_range`
+    rows: int = 0  # estimated trades in the ranges: see `rows_in_range`
+    snapshot: int | None = None  # the trades snapshot read (None: the table had none)
 
 
-def rows_in_range(table: Table, tasks: list[FileScanTask], rng: WindowRange) -> int:
-    """Estimated trades with `timestamp` in `rng`, from the manifests alone (nothing is read).
+def rows_in_range(table: Table, tasks: list[FileScanTask], ranges: WindowRange | list[WindowRange]) -> int:
+    """Estimated trades with `timestamp` in `ranges`, from the manifests alone (nothing is read).
 
     Each file counts its rows times the share of its timestamp span (the column bounds its
-    manifest entry keeps) that `rng` covers. A file without bounds counts whole.
+    manifest entry keeps) that the ranges cover. A file without bounds counts whole.
     """
     from pyiceberg.conversions import from_bytes
 
     field = table.schema().find_field("timestamp")
-    lo, hi = micros(rng.start), micros(rng.end)
+    bounds = [(micros(rng.start), micros(rng.end)) for rng in _as_ranges(ranges)]
     total = 0.0
     for task in tasks:
         data = task.file
@@ -110,8 +121,8 @@ def rows_in_range(table: Table, tasks: list[FileScanTask], rng: WindowRange) -> 
             continue
         first, last = from_bytes(field.field_type, lower), from_bytes(field.field_type, upper)
         span = last - first + 1
-        covered = max(0, min(hi, last + 1) - max(lo, first))
-        total += data.record_count * covered / span
+        covered = sum(max(0, min(hi, last + 1) - max(lo, first)) for lo, hi in bounds)
+        total += data.record_count * min(covered, span) / span
     return round(total)
 
 
@@ -126,37 +137,50 @@ def _native_possible(table: Table, tasks: list[FileScanTask]) -> bool:
     )
 
 
-def read_trades(spark, table: Table, rng: WindowRange, mode: str = "auto", parallelism: int = 2):
-    """The trades with `timestamp` in `rng` as a Spark DataFrame, and how they were read."""
+def read_trades(
+    spark, table: Table, ranges: WindowRange | list[WindowRange], mode: str = "auto", parallelism: int = 2,
+    snapshot_id: int | None = None,
+):
+    """The trades with `timestamp` in `ranges` as a Spark DataFrame, and how they were read:
+    as of `snapshot_id`, or of the snapshot current now (which the plan names)."""
     from pyspark.sql import functions as F
 
-    tasks = plan_trade_files(table, rng)
+    ranges = _as_ranges(ranges)
+    if snapshot_id is None and table.current_snapshot() is not None:
+        snapshot_id = table.current_snapshot().snapshot_id
+    tasks = plan_trade_files(table, ranges, snapshot_id)
     size = sum(t.file.file_size_in_bytes for t in tasks)
     if not tasks:
-        return spark.createDataFrame([], SPARK_TRADE_SCHEMA), ReadPlan(0, 0, "empty")
+        return spark.createDataFrame([], SPARK_TRADE_SCHEMA), ReadPlan(0, 0, "empty", snapshot=snapshot_id)
     native = mode in ("auto", "native") and _native_possible(table, tasks)
     if mode == "native" and not native:
-        log.warning("read mode native is not possible for %s (remote files, deletes or schema changes): reading through Arrow", rng)
+        log.warning("read mode native is not possible for %s (remote files, deletes or schema changes): reading through Arrow",
+                    ", ".join(map(str, ranges)))
     if native:
         paths = [t.file.file_path for t in tasks]
         frame = spark.read.schema(SPARK_TRADE_SCHEMA).parquet(*paths)
     else:
-        frame = _read_through_arrow(spark, table, tasks, rng, parallelism)
+        frame = _read_through_arrow(spark, table, tasks, ranges, parallelism)
     # Compare the column itself with literals (timestamp_micros of a literal folds to one):
     # a function applied to the column would hide the filter from Parquet's row-group
     # statistics, and every tick would read the whole day to keep ten minutes of it.
-    lo, hi = F.timestamp_micros(F.lit(micros(rng.start))), F.timestamp_micros(F.lit(micros(rng.end)))
-    frame = frame.where((F.col("timestamp") >= lo) & (F.col("timestamp") < hi))
-    return frame, ReadPlan(len(tasks), size, "native" if native else "arrow", rows_in_range(table, tasks, rng))
+    condition = None
+    for rng in ranges:
+        lo, hi = F.timestamp_micros(F.lit(micros(rng.start))), F.timestamp_micros(F.lit(micros(rng.end)))
+        inside = (F.col("timestamp") >= lo) & (F.col("timestamp") < hi)
+        condition = inside if condition is None else condition | inside
+    frame = frame.where(condition)
+    plan = ReadPlan(len(tasks), size, "native" if native else "arrow", rows_in_range(table, tasks, ranges), snapshot_id)
+    return frame, plan
 
 
-def _read_through_arrow(spark, table: Table, tasks: list[FileScanTask], rng: WindowRange, parallelism: int):
+def _read_through_arrow(spark, table: Table, tasks: list[FileScanTask], ranges: list[WindowRange], parallelism: int):
     """Spark tasks that read their files with pyiceberg's FileIO and hand Arrow batches to the JVM."""
     from pyiceberg.io.pyarrow import ArrowScan
 
     metadata, io = table.metadata, table.io
     projected = metadata.schema().select(*TRADE_READ_COLUMNS)
-    row_filter = range_filter("timestamp", rng)
+    row_filter = ranges_filter("timestamp", ranges)
     def read_files(batches):
         scan = ArrowScan(metadata, io, projected, row_filter)
         for batch in batches:
@@ -172,12 +196,14 @@ def _read_through_arrow(spark, table: Table, tasks: list[FileScanTask], rng: Win
 @dataclass(frozen=True)
 class CommitResult:
     table: str
-    range: WindowRange
+    range: WindowRange  # the hull of the ranges replaced
     inserted: int
     updated: int
     unchanged: int
     deleted: int
     snapshot_id: int | None  # None: nothing changed, so nothing was committed
+    ranges: int = 1  # how many disjoint ranges were replaced (a tick with late windows: more than 1)
+    watermark: int | None = None  # the trades snapshot the table records after this commit
 
     @property
     def changed(self) -> int:
@@ -249,23 +275,77 @@ def committing(table: Table, what: str):
         raise CommitConflict(f"{table.name()[-1]} {what}: another writer committed first ({exc})") from exc
 
 
-def commit_candles(table: Table, fresh: pa.Table, rng: WindowRange, now: datetime) -> CommitResult:
-    """Replace the candles of `rng` with `fresh` in one commit (none if nothing changed)."""
+# `commit_candles(..., expect_watermark=ANY_WATERMARK)`: commit whatever the table records.
+ANY_WATERMARK = object()
+
+
+def ranges_filter(column: str, ranges: list[WindowRange]) -> BooleanExpression:
+    """Rows whose `column` lies in any of `ranges`."""
+    if not ranges:
+        return AlwaysFalse()
+    condition: BooleanExpression = range_filter(column, ranges[0])
+    for rng in ranges[1:]:
+        condition = Or(condition, range_filter(column, rng))
+    return condition
+
+
+def commit_candles(
+    table: Table,
+    fresh: pa.Table,
+    ranges: WindowRange | list[WindowRange],
+    now: datetime,
+    *,
+    watermark: Watermark | None = None,
+    watermark_if_none: Watermark | None = None,
+    expect_watermark: object = ANY_WATERMARK,
+) -> CommitResult:
+    """Replace the candles of `ranges` with `fresh` in one commit (none if nothing changed).
+
+    The commit records a watermark (ohlcv/watermark.py): `watermark`, the trades snapshot the
+    candles were computed from, when given; otherwise the table's own, carried forward, or
+    `watermark_if_none` for a table that records none yet. With
+    `expect_watermark`, the table must still record that one when the commit lands, or another
+    writer absorbed trades first: CommitConflict, and the retry plans again (`expect_watermark`
+    is a trades snapshot id, or None for a table that records none). Candle tables
+    commit without pyiceberg's own rebasing retries (see catalog.py), so that check and the
+    commit are one atomic step. A tick that moves the watermark commits even when no candle
+    changed (a commit with no files); one that moves nothing commits nothing.
+    """
     name = table.name()[-1]
+    ranges = sorted([ranges] if isinstance(ranges, WindowRange) else ranges)
     starts = fresh.column("window_start").cast(pa.int64()).to_numpy() if fresh.num_rows else np.array([], "int64")
-    if len(starts) and (starts.min() < micros(rng.start) or starts.max() >= micros(rng.end)):
-        raise ValueError(f"candles outside {rng} passed to the commit of {name}")
+    if len(starts):
+        inside = np.zeros(len(starts), dtype=bool)
+        for rng in ranges:
+            inside |= (starts >= micros(rng.start)) & (starts < micros(rng.end))
+        if not inside.all():
+            raise ValueError(f"candles outside {', '.join(map(str, ranges))} passed to the commit of {name}")
     table.refresh()
-    window = range_filter("window_start", rng)
+    current = recorded_watermark(table)
+    current_id = current.snapshot_id if current is not None else None
+    if expect_watermark is not ANY_WATERMARK and current_id != expect_watermark:
+        raise CommitConflict(
+            f"{name}: its watermark moved from trades snapshot {expect_watermark} to {current_id} since this run planned: "
+            "another writer absorbed those trades first"
+        )
+    recorded = watermark if watermark is not None else (current if current is not None else watermark_if_none)
+    window = ranges_filter("window_start", ranges)
     existing = table.scan(row_filter=window).to_arrow()
     merged, counts = merge_candles(existing, fresh, now)
-    if counts["inserted"] + counts["updated"] + counts["deleted"] == 0:
-        return CommitResult(name, rng, **counts, snapshot_id=None)
-    with committing(table, str(rng)):
-        table.overwrite(merged, overwrite_filter=window, snapshot_properties={"ohlcv.range": str(rng)})
+    hull = WindowRange(ranges[0].start, max(r.end for r in ranges)) if ranges else WindowRange(EPOCH, EPOCH)
+    changed = counts["inserted"] + counts["updated"] + counts["deleted"] > 0
+    if not changed and recorded == current:
+        return CommitResult(name, hull, **counts, snapshot_id=None, ranges=len(ranges), watermark=current_id)
+    properties = {"ohlcv.range": ", ".join(map(str, ranges)), **watermark_properties(recorded)}
+    with committing(table, str(hull)):
+        if changed:
+            table.overwrite(merged, overwrite_filter=window, snapshot_properties=properties)
+        else:  # only the watermark moves: a commit that adds and removes no file
+            table.overwrite(merged.slice(0, 0), overwrite_filter=AlwaysFalse(), snapshot_properties=properties)
     snapshot = table.current_snapshot()
-    log.info("committed %s %s: %s", name, rng, counts)
-    return CommitResult(name, rng, **counts, snapshot_id=snapshot.snapshot_id if snapshot else None)
+    log.info("committed %s %s: %s, watermark %s", name, hull, counts, recorded)
+    return CommitResult(name, hull, **counts, snapshot_id=snapshot.snapshot_id if snapshot else None, ranges=len(ranges),
+                        watermark=recorded.snapshot_id if recorded is not None else None)
 
 
 def read_candles(

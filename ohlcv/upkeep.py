@@ -26,6 +26,7 @@ from ohlcv import object_store
 from ohlcv.retention import partitions
 from ohlcv.store import committing, range_filter
 from ohlcv.timeframes import Timeframe
+from ohlcv.watermark import oldest_watermark_timestamp_ms, recorded_watermark, watermark_properties
 from ohlcv.windows import WindowRange, next_partition_start, tick_range
 
 __all__ = [
@@ -82,7 +83,9 @@ def _rewrite(table: Table, rng: WindowRange) -> None:
     window = range_filter("window_start", rng)
     rows = table.scan(row_filter=window).to_arrow().sort_by([("window_start", "ascending"), ("exchange", "ascending"), ("symbol", "ascending")])
     with committing(table, f"compaction of {rng}"):
-        table.overwrite(rows, overwrite_filter=window, snapshot_properties={"ohlcv.compaction": str(rng)})
+        # The same rows: the table has absorbed the same trades, so its watermark carries over.
+        properties = {"ohlcv.compaction": str(rng), **watermark_properties(recorded_watermark(table))}
+        table.overwrite(rows, overwrite_filter=window, snapshot_properties=properties)
     log.info("compacted %s %s: %d rows", table.name()[-1], rng, rows.num_rows)
 
 
@@ -156,10 +159,25 @@ def compact_all(catalog, namespace: str, now: datetime) -> list[CompactResult]:
 
 
 def expire_all(catalog, namespace: str, older_than: datetime) -> dict[str, int]:
-    """Snapshots expired per table, over every table of the platform."""
-    from ohlcv.catalog import load_table, table_specs
+    """Snapshots expired per table, over every table of the platform.
 
-    return {spec.name: expire_snapshots(load_table(catalog, namespace, spec.name), older_than) for spec in table_specs()}
+    On the trades table, every snapshot from the oldest one a candle table records as its
+    watermark on stays, whatever its age: the next tick of that table reads what came after it.
+    """
+    from ohlcv import schema as s
+    from ohlcv.catalog import load_candles, load_table, table_specs
+    from ohlcv.timeframes import TIMEFRAMES
+
+    expired = {}
+    for spec in table_specs():
+        table = load_table(catalog, namespace, spec.name)
+        limit = older_than
+        if spec.name == s.TRADES_TABLE:
+            needed = oldest_watermark_timestamp_ms(table, [load_candles(catalog, namespace, tf) for tf in TIMEFRAMES.values()])
+            if needed is not None:
+                limit = min(limit, datetime.fromtimestamp(needed / 1000, timezone.utc))
+        expired[spec.name] = expire_snapshots(table, limit)
+    return expired
 
 
 def remove_unreferenced_all(catalog, namespace: str, now: datetime, grace: timedelta = ORPHAN_GRACE) -> list[OrphanResult]:

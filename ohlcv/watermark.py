@@ -19,7 +19,7 @@ the newest snapshot of a candle table normally holds it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import pyarrow as pa
@@ -32,15 +32,22 @@ from ohlcv.windows import EPOCH, WindowRange
 
 __all__ = [
     "WATERMARK_KEY",
+    "CLOSED_BEFORE_KEY",
+    "Watermark",
     "recorded_watermark",
     "watermark_properties",
     "TradesSince",
     "trades_since",
+    "is_ancestor_or_same",
+    "appended_between_touches",
     "window_ranges",
     "oldest_watermark_timestamp_ms",
 ]
 
 WATERMARK_KEY = "ohlcv.trades-snapshot-id"
+# The end of the windows that commit had computed: windows from there on were still open, so
+# their trades (though absorbed into the watermark) are recomputed by the next tick.
+CLOSED_BEFORE_KEY = "ohlcv.closed-before"
 _REMOVING = (Operation.OVERWRITE, Operation.DELETE)
 
 
@@ -48,18 +55,33 @@ def _summary_value(snapshot: Snapshot, key: str) -> str | None:
     return snapshot.summary.get(key) if snapshot.summary is not None else None
 
 
-def recorded_watermark(candles: Table) -> int | None:
-    """The trades snapshot the candle table has absorbed: the newest one its ancestry records."""
+@dataclass(frozen=True)
+class Watermark:
+    """What a candle table has absorbed: every trade of `snapshot_id` in a window that ends by
+    `closed_before`; later windows were still open when it was committed."""
+
+    snapshot_id: int
+    closed_before: datetime | None = None
+
+
+def recorded_watermark(candles: Table) -> Watermark | None:
+    """The candle table's watermark: the newest one its ancestry records."""
     for snapshot in ancestors_of(candles.current_snapshot(), candles.metadata):
         value = _summary_value(snapshot, WATERMARK_KEY)
         if value is not None:
-            return int(value)
+            closed = _summary_value(snapshot, CLOSED_BEFORE_KEY)
+            return Watermark(int(value), datetime.fromisoformat(closed) if closed else None)
     return None
 
 
-def watermark_properties(trades_snapshot_id: int | None) -> dict[str, str]:
-    """The snapshot summary properties that record a watermark (none without a snapshot)."""
-    return {} if trades_snapshot_id is None else {WATERMARK_KEY: str(trades_snapshot_id)}
+def watermark_properties(watermark: Watermark | None) -> dict[str, str]:
+    """The snapshot summary properties that record a watermark (none for None)."""
+    if watermark is None:
+        return {}
+    properties = {WATERMARK_KEY: str(watermark.snapshot_id)}
+    if watermark.closed_before is not None:
+        properties[CLOSED_BEFORE_KEY] = watermark.closed_before.isoformat()
+    return properties
 
 
 @dataclass(frozen=True)
@@ -120,6 +142,42 @@ def trades_since(trades: Table, recorded: int | None, pinned: int | None) -> Tra
     return TradesSince("appended", recorded, pinned, appends, sum(_added_records(s) for s in between if s.snapshot_id in appends))
 
 
+def is_ancestor_or_same(trades: Table, older: int, newer: int | None) -> bool:
+    """Whether trades snapshot `older` is `newer` or one of its ancestors."""
+    if newer is None:
+        return False
+    start = trades.metadata.snapshot_by_id(newer)
+    return start is not None and any(s.snapshot_id == older for s in ancestors_of(start, trades.metadata))
+
+
+def appended_between_touches(trades: Table, read: int | None, recorded: int, ranges: list[WindowRange]) -> bool:
+    """Whether a file appended after snapshot `read`, up to `recorded`, can hold trades of
+    `ranges` (from the manifests' timestamp bounds: no data is read)."""
+    from pyiceberg.conversions import from_bytes
+
+    since = trades_since(trades, read, recorded)
+    if since.state != "appended":
+        return since.state != "current"
+    field_ = trades.schema().find_field("timestamp")
+    bounds = [((r.start - EPOCH) // timedelta(microseconds=1), (r.end - EPOCH) // timedelta(microseconds=1)) for r in ranges]
+    appends = set(since.appends)
+    for snapshot_id in since.appends:
+        for manifest in trades.metadata.snapshot_by_id(snapshot_id).manifests(trades.io):
+            if manifest.added_snapshot_id not in appends:
+                continue
+            for entry in manifest.fetch_manifest_entry(trades.io, discard_deleted=True):
+                if entry.snapshot_id not in appends:
+                    continue
+                lower = (entry.data_file.lower_bounds or {}).get(field_.field_id)
+                upper = (entry.data_file.upper_bounds or {}).get(field_.field_id)
+                if lower is None or upper is None:
+                    return True
+                first, last = from_bytes(field_.field_type, lower), from_bytes(field_.field_type, upper)
+                if any(first < hi and last >= lo for lo, hi in bounds):
+                    return True
+    return False
+
+
 def window_ranges(timestamps: pa.Array | pa.ChunkedArray, tf: Timeframe, lo: datetime, hi: datetime) -> list[WindowRange]:
     """The windows of `tf` that hold any of `timestamps`, among those starting in [lo, hi),
     merged into contiguous ranges, oldest first. `lo` and `hi` are window starts of `tf`."""
@@ -149,7 +207,7 @@ def oldest_watermark_timestamp_ms(trades: Table, candle_tables: list[Table]) -> 
     stamps = []
     for candles in candle_tables:
         recorded = recorded_watermark(candles)
-        snapshot = trades.metadata.snapshot_by_id(recorded) if recorded is not None else None
+        snapshot = trades.metadata.snapshot_by_id(recorded.snapshot_id) if recorded is not None else None
         if snapshot is not None:
             stamps.append(snapshot.timestamp_ms)
     return min(stamps, default=None)

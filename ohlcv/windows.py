@@ -113,15 +113,36 @@ class Chunk:
     """One unit of work: aggregate the trades of `read` once, then replace each target range.
 
     Every target range is aligned to its own timeframe and lies inside `read`, so each of its
-    windows sees all of its trades; candles computed outside a target are not committed.
+    windows sees all of its trades; candles computed outside a target are not committed. A
+    timeframe may have several target ranges (a tick's lookback and the old windows late trades
+    touched): they are replaced together, in one commit per table.
+
+    `reads`: the disjoint ranges to read when that is less than all of `read` (a tick with late
+    windows days back reads those windows, not the days between). `trades_snapshot`: read the
+    trades as of that snapshot, the one a tick planned from. `advances_watermark`: the commit
+    records `trades_snapshot` as the table's watermark, provided the table still records
+    `watermark_from` (a tick); otherwise (a backfill) the table keeps its watermark.
     """
 
     read: WindowRange
     targets: tuple[tuple[Timeframe, WindowRange], ...]
+    reads: tuple[WindowRange, ...] = ()
+    trades_snapshot: int | None = None
+    advances_watermark: bool = False
+    watermark_from: int | None = None
 
     @property
     def timeframes(self) -> list[Timeframe]:
-        return [tf for tf, _ in self.targets]
+        """Each timeframe of the chunk once, in target order."""
+        return list(dict.fromkeys(tf for tf, _ in self.targets))
+
+    @property
+    def read_ranges(self) -> tuple[WindowRange, ...]:
+        return self.reads or (self.read,)
+
+    def ranges_of(self, tf: Timeframe) -> list[WindowRange]:
+        """The target ranges of one timeframe, oldest first."""
+        return sorted(rng for target, rng in self.targets if target.name == tf.name)
 
 
 def tick_chunks(tfs: list[Timeframe], as_of: datetime) -> list[Chunk]:

@@ -80,7 +80,7 @@ def run_chunks(settings: Settings, chunks: list[Chunk], clock) -> list[DirectRun
     runs = []
     for chunk in chunks:
         aggregated = aggregate_chunk(settings, chunk)
-        runs.append(DirectRun(chunk, aggregated, commit_chunk(settings, chunk, aggregated.candles, clock())))
+        runs.append(DirectRun(chunk, aggregated, commit_chunk(settings, chunk, aggregated.candles, clock(), aggregated.trades_snapshot)))
     return runs
 
 
@@ -239,3 +239,19 @@ def daily_candles(tf, first: datetime, days: int) -> pa.Table:
 
 def key_rows(table) -> set:
     return {tuple(sorted(r.items())) for r in table.scan().to_arrow().to_pylist()}
+
+
+def run_tick_direct(settings: Settings, tf, as_of: datetime, now: datetime):
+    """A tick without a workflow: plan from the snapshot logs, aggregate, commit (no audit).
+    Returns (plan, commit results)."""
+    from datetime import timedelta as days
+
+    from ohlcv.catalog import load_trades
+    from ohlcv.late import plan_tick
+    from workflows.spark.client import aggregate_chunk
+
+    catalog = open_catalog(settings)
+    plan = plan_tick(load_trades(catalog, settings.namespace), load_candles(catalog, settings.namespace, tf), tf, as_of,
+                     days(days=settings.recompute_limit_days))
+    aggregated = aggregate_chunk(settings, plan.chunk)
+    return plan, commit_chunk(settings, plan.chunk, aggregated.candles, now, aggregated.trades_snapshot)

@@ -196,6 +196,29 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 60:.0f} min"
 
 
+def _backlog(settings) -> dict[str, tuple[str, str]]:
+    """Per timeframe: the trades snapshot its table has absorbed, and what was appended since
+    (from the snapshot logs alone: nothing is read)."""
+    from ohlcv.catalog import load_candles, load_trades, open_catalog
+    from ohlcv.watermark import recorded_watermark, trades_since
+
+    catalog = open_catalog(settings)
+    trades = load_trades(catalog, settings.namespace)
+    current = trades.current_snapshot()
+    pinned = current.snapshot_id if current is not None else None
+    found = {}
+    for tf in timeframes.TIMEFRAMES.values():
+        since = trades_since(trades, recorded_watermark(load_candles(catalog, settings.namespace, tf)), pinned)
+        if since.state == "appended":
+            behind = f"{since.appended_rows:,} trades in {len(since.appends)} append(s)"
+        elif since.state == "current":
+            behind = "0"
+        else:
+            behind = f"unknown: {since.detail}"
+        found[tf.name] = (str(since.recorded) if since.recorded is not None else "none yet", behind)
+    return found
+
+
 def status() -> None:
     """Per timeframe (and the daily upkeep): last success, freshness lag, last failure, next tick."""
     from workflows.orchestration import runs
@@ -209,8 +232,10 @@ def status() -> None:
     runs_by_job: dict[str, list] = {}
     for workflow_id, name, tick, state in scheduled_statuses(workflow):
         runs_by_job.setdefault(name, []).append((workflow_id, tick, state))
-    table = Table("job", "last success (as-of)", "freshness lag", "running", "last failure", "next tick")
+    table = Table("job", "last success (as-of)", "freshness lag", "running", "last failure", "next tick",
+                  "trades snapshot consumed", "backlog (trades since)")
     jobs = [*timeframes.TIMEFRAMES.values(), Job(UPKEEP, settings.upkeep_cron)]
+    backlog = _backlog(settings)
     for job in jobs:
         mine = runs_by_job.get(job.name, [])
         last = max((r for r in mine if r[2] == "SUCCESSFUL"), key=lambda r: r[1], default=None)
@@ -222,7 +247,7 @@ def status() -> None:
         failure = f"{worst[1]:%Y-%m-%d %H:%M}: {runs.failure_of(worst[0]).split(': ', 1)[1]}" if worst else ""
         table.add_row(
             job.name, f"{last[1]:%Y-%m-%d %H:%M}" if last else "never", lag, str(running) if running else "",
-            failure, f"{next_tick(job, now):%Y-%m-%d %H:%M}",
+            failure, f"{next_tick(job, now):%Y-%m-%d %H:%M}", *backlog.get(job.name, ("", "")),
         )
     show(table)
     errors.print(f"times in UTC; now {now:%Y-%m-%d %H:%M}")

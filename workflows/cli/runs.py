@@ -61,6 +61,7 @@ def run(
     for tf in tfs:  # one after another: a tick's lookback is small, and Spark is shared
         workflow_id, ref = runs.start_tick(settings, tf, tick, rerun=rerun)
         outcome = runs.wait_all([(workflow_id, ref)])[workflow_id]
+        _print_plan_notes(workflow_id)
         if isinstance(outcome, OhlcvError):
             failures.append(outcome)
         else:
@@ -71,6 +72,17 @@ def run(
         for failure in failures[:-1]:
             errors.print(f"[red]error:[/] {failure}", soft_wrap=True)
         raise failures[-1]
+
+
+def _print_plan_notes(workflow_id: str) -> None:
+    """What the tick's plan said: late windows it absorbed, and any fallback it took."""
+    from workflows.orchestration import journal
+
+    summary = (journal.read_step(workflow_id, "plan") or {}).get("summary") or {}
+    if summary.get("late_windows"):
+        console.print(f"{workflow_id}: {summary['late_windows']:,} late window(s) recomputed, in {len(summary['ranges']) - 1} range(s)")
+    for note in summary.get("notes", []):
+        errors.print(f"[yellow]note:[/] {note}", soft_wrap=True)
 
 
 def backfill(

@@ -1,7 +1,8 @@
 """The workflow DAGs: a tick, a backfill and the daily upkeep, built from the timeframe table.
 
-A tick is plan -> aggregate -> validate -> commit. A backfill is ONE workflow: plan, then a
-chain of aggregate -> validate -> commit per chunk in time order (resume skips the chunks
+A tick is plan -> aggregate -> validate -> commit; its plan is made inside the run, from the
+snapshot logs (ohlcv/late.py). A backfill is ONE workflow: plan, then a chain of
+aggregate -> validate -> commit per chunk in time order (resume skips the chunks
 already committed, and only one chunk's candles are in flight at a time), then summarize.
 No per-timeframe code: the chunks carry their timeframes.
 """
@@ -12,13 +13,14 @@ from datetime import datetime
 
 from ohlcv.settings import Settings
 from ohlcv.timeframes import Timeframe
-from ohlcv.windows import Chunk, tick_chunks
+from ohlcv.windows import Chunk
 from workflows.orchestration.steps import (
     UPKEEP_STEPS,
     aggregate_step,
     commit_step,
     plan_step,
     summarize_step,
+    tick_plan_step,
     upkeep_step,
     validate_step,
 )
@@ -46,11 +48,11 @@ def _options(settings: Settings, task_id: str) -> dict:
 
 
 def tick_dag(settings: Settings, tf: Timeframe, as_of: datetime):
-    [chunk] = tick_chunks([tf], as_of)
-    plan = plan_step.options(**_options(settings, "plan")).bind(settings, [chunk])
-    candles = aggregate_step.options(**_options(settings, "aggregate")).bind(settings, chunk, plan)
-    audit = validate_step.options(**_options(settings, "validate")).bind(settings, chunk, candles)
-    return commit_step.options(**_options(settings, "commit")).bind(settings, chunk, candles, audit)
+    """plan (lookback plus late windows, from the snapshot logs) -> aggregate -> validate -> commit."""
+    plan = tick_plan_step.options(**_options(settings, "plan")).bind(settings, tf, as_of)
+    candles = aggregate_step.options(**_options(settings, "aggregate")).bind(settings, plan)
+    audit = validate_step.options(**_options(settings, "validate")).bind(settings, plan, candles)
+    return commit_step.options(**_options(settings, "commit")).bind(settings, plan, candles, audit)
 
 
 def backfill_dag(settings: Settings, chunks: list[Chunk]):

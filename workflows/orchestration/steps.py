@@ -9,14 +9,16 @@ whose executors hold the cores.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+import logging
+from datetime import datetime, timedelta, timezone
 
 import ray
 
 from ohlcv.catalog import load_candles, load_trades, open_catalog
+from ohlcv.late import TickPlan, plan_tick
 from ohlcv.settings import Settings
 from ohlcv.store import CommitResult, plan_trade_files
-from ohlcv.timeframes import TIMEFRAMES
+from ohlcv.timeframes import TIMEFRAMES, Timeframe
 from ohlcv.validate import AuditFailed, audit_candles
 from ohlcv.publish import candles_in, commit_chunk
 from ohlcv.windows import Chunk
@@ -26,7 +28,9 @@ from workflows.orchestration import failpoints
 from workflows.orchestration.retry import StepContext, StepPolicy, run_step
 from workflows.spark.client import Aggregated, aggregate_chunk, cancel_request
 
-__all__ = ["plan_step", "aggregate_step", "validate_step", "commit_step", "summarize_step", "upkeep_step", "UPKEEP_STEPS"]
+__all__ = ["plan_step", "tick_plan_step", "aggregate_step", "validate_step", "commit_step", "summarize_step", "upkeep_step", "UPKEEP_STEPS"]
+
+log = logging.getLogger(__name__)
 
 # The daily upkeep, in order: drop expired partitions first (less to compact), then compact,
 # then expire snapshots (the compaction's replaced files become unreferenced), then delete them.
@@ -64,8 +68,34 @@ def _plan_work(settings: Settings, chunks: list[Chunk]) -> dict:
 
 @ray.remote
 def plan_step(settings: Settings, chunks: list[Chunk]) -> dict:
+    """A backfill's plan: its chunks exist before the run; check the tables and count files."""
     ctx = _context("plan", chunks)
     return run_step(ctx, StepPolicy.from_settings(settings), _plan_work, (settings, chunks), summarize=lambda r: r)
+
+
+def _tick_plan_work(settings: Settings, tf: Timeframe, as_of: datetime) -> TickPlan:
+    failpoints.hit(settings, "plan")
+    catalog = open_catalog(settings)
+    trades = load_trades(catalog, settings.namespace)  # a missing table fails the run here, at once
+    plan = plan_tick(trades, load_candles(catalog, settings.namespace, tf), tf, as_of,
+                     timedelta(days=settings.recompute_limit_days))
+    for note in plan.notes:
+        log.warning("%s", note)
+    return plan
+
+
+@ray.remote
+def tick_plan_step(settings: Settings, tf: Timeframe, as_of: datetime) -> TickPlan:
+    """A tick's plan: its lookback plus the old windows new trades touched, from the snapshot
+    logs (ohlcv/late.py); checkpointed, so a resumed tick reads the same trades snapshot."""
+    ctx = _context("plan", [], job=tf.name)
+    return run_step(ctx, StepPolicy.from_settings(settings), _tick_plan_work, (settings, tf, as_of),
+                    summarize=lambda plan: plan.summary())
+
+
+def _chunk(work: Chunk | TickPlan) -> Chunk:
+    """The chunk a step works on: a backfill passes its chunks, a tick its plan's."""
+    return work.chunk if isinstance(work, TickPlan) else work
 
 
 # ------------------------------------------------------------------------------------- aggregate
@@ -91,8 +121,9 @@ def _aggregate_summary(result: Aggregated) -> dict:
 
 
 @ray.remote
-def aggregate_step(settings: Settings, chunk: Chunk, after: object = None) -> Aggregated:
+def aggregate_step(settings: Settings, work: Chunk | TickPlan, after: object = None) -> Aggregated:
     """`after`: the output of the step this one must follow (the plan, or the previous chunk)."""
+    chunk = _chunk(work)
     ctx = _context("aggregate", [chunk])
     request_id = f"{ctx.workflow_id}/{ctx.task_id}"
     return run_step(
@@ -112,7 +143,7 @@ def _validate_work(settings: Settings, chunk: Chunk, aggregated: Aggregated) -> 
             candles_in(aggregated.candles[tf.name], rng), tf, str(rng),
             source_counts=aggregated.source_counts[(rng.start, rng.end)], sample_spec=settings.audit_sample,
         )
-        for tf, rng in chunk.targets
+        for tf, rng in sorted(chunk.targets, key=lambda target: (target[0].width, target[1]))
     ]
     for report in reports:
         for check in report.failures:
@@ -124,11 +155,13 @@ def _validate_work(settings: Settings, chunk: Chunk, aggregated: Aggregated) -> 
 
 
 @ray.remote
-def validate_step(settings: Settings, chunk: Chunk, aggregated: Aggregated) -> list[dict]:
+def validate_step(settings: Settings, work: Chunk | TickPlan, aggregated: Aggregated) -> list[dict]:
+    chunk = _chunk(work)
     ctx = _context("validate", [chunk])
     return run_step(
         ctx, StepPolicy.from_settings(settings), _validate_work, (settings, chunk, aggregated),
-        summarize=lambda reports: {r["timeframe"]: f"{r['candles']} candles, {len(r['checks'])} checks passed" for r in reports},
+        summarize=lambda reports: {f"{r['timeframe']} {r['range']}": f"{r['candles']} candles, {len(r['checks'])} checks passed"
+                                   for r in reports},
     )
 
 
@@ -139,24 +172,25 @@ def _commit_work(settings: Settings, chunk: Chunk, aggregated: Aggregated) -> li
     failpoints.hit(settings, "commit")
     # The wall clock stamps created_at/updated_at: when the candle was really written.
     now = datetime.now(timezone.utc)
-    results = commit_chunk(settings, chunk, aggregated.candles, now)
-    for (tf, rng), result in zip(chunk.targets, results):
+    results = commit_chunk(settings, chunk, aggregated.candles, now, aggregated.trades_snapshot)
+    for tf, result in zip(chunk.timeframes, results):
         metrics.candles_written(tf.name, result.inserted + result.updated)
-        metrics.freshness_lag(tf.name, (now - rng.end).total_seconds())
+        metrics.freshness_lag(tf.name, (now - result.range.end).total_seconds())
     return results
 
 
 def _commit_summary(results: list[CommitResult]) -> dict:
     return {
         r.table: {"range": str(r.range), "inserted": r.inserted, "updated": r.updated, "unchanged": r.unchanged,
-                  "deleted": r.deleted, "snapshot_id": r.snapshot_id}
+                  "deleted": r.deleted, "snapshot_id": r.snapshot_id, "ranges": r.ranges, "watermark": r.watermark}
         for r in results
     }
 
 
 @ray.remote
-def commit_step(settings: Settings, chunk: Chunk, aggregated: Aggregated, audit: list[dict], final: bool = True) -> list[CommitResult]:
+def commit_step(settings: Settings, work: Chunk | TickPlan, aggregated: Aggregated, audit: list[dict], final: bool = True) -> list[CommitResult]:
     """`audit` is the validate step's output: its presence means the candles passed."""
+    chunk = _chunk(work)
     ctx = _context("commit", [chunk])
     results = run_step(ctx, StepPolicy.from_settings(settings), _commit_work, (settings, chunk, aggregated), summarize=_commit_summary)
     if final:

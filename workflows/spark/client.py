@@ -31,6 +31,7 @@ class Aggregated:
     bytes: int
     read_mode: str
     seconds: float
+    trades_snapshot: int | None = None  # the trades snapshot the candles were computed from
 
 
 def aggregate_chunk(settings: Settings, chunk: Chunk, request_id: str | None = None) -> Aggregated:
@@ -39,10 +40,12 @@ def aggregate_chunk(settings: Settings, chunk: Chunk, request_id: str | None = N
     names = [tf.name for tf in chunk.timeframes]
     ranges = tuple(sorted({(rng.start, rng.end) for _, rng in chunk.targets}))
     request_id = request_id or f"aggregate-{chunk.read}"
-    ref = service.aggregate.remote(settings, names, chunk.read.start, chunk.read.end, request_id, ranges)
+    reads = [(rng.start, rng.end) for rng in chunk.read_ranges]
+    ref = service.aggregate.remote(settings, names, reads, request_id, ranges, chunk.trades_snapshot)
     result = _await_with_watchdog(settings, ref, request_id)
     return Aggregated(
-        result["candles"], result["source_counts"], result["files"], result["bytes"], result["read_mode"], result["seconds"]
+        result["candles"], result["source_counts"], result["files"], result["bytes"], result["read_mode"], result["seconds"],
+        result["trades_snapshot"],
     )
 
 

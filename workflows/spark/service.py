@@ -80,8 +80,12 @@ class SparkService:
             self._catalogs[key] = open_catalog(settings)
         return self._catalogs[key]
 
-    def _over_trades(self, settings: Settings, start: datetime, end: datetime, request_id: str | None, label: str, work, keep: bool = False):
-        """Run `work(unique_trades, read_plan)` over the deduplicated trades of [start, end).
+    def _over_trades(
+        self, settings: Settings, ranges: list[tuple[datetime, datetime]], request_id: str | None, label: str, work,
+        keep: bool = False, snapshot_id: int | None = None,
+    ):
+        """Run `work(unique_trades, read_plan)` over the deduplicated trades of `ranges`, as of
+        `snapshot_id` (default: the trades snapshot current now, which the read plan names).
 
         `keep`: cache the deduplicated trades, for work that reads them more than once.
         """
@@ -91,12 +95,12 @@ class SparkService:
         from ohlcv.windows import WindowRange
 
         self.requests += 1
-        rng = WindowRange(start, end)
+        windows = [WindowRange(start, end) for start, end in ranges]
         request_id = request_id or uuid.uuid4().hex
-        self.spark.sparkContext.setJobGroup(request_id, f"ohlcv {label} {rng}", interruptOnCancel=True)
+        self.spark.sparkContext.setJobGroup(request_id, f"ohlcv {label} {', '.join(map(str, windows))}", interruptOnCancel=True)
         try:
             table = load_trades(self._catalog(settings), settings.namespace)
-            trades, plan = read_trades(self.spark, table, rng, settings.read_mode, self.sizing.slots)
+            trades, plan = read_trades(self.spark, table, windows, settings.read_mode, self.sizing.slots, snapshot_id)
             unique = aggregate.dedupe_trades(trades, partitions=aggregate.shuffle_partitions(plan.rows, self.sizing.slots))
             if keep:  # read by several jobs (candles and reconciliation counts): compute it once
                 unique = unique.persist()
@@ -114,13 +118,14 @@ class SparkService:
         self,
         settings: Settings,
         timeframes: list[str],
-        start: datetime,
-        end: datetime,
+        ranges: list[tuple[datetime, datetime]],
         request_id: str | None = None,
         count_ranges: tuple[tuple[datetime, datetime], ...] = (),
+        snapshot_id: int | None = None,
     ) -> dict:
-        """Candles of `timeframes` for trades in `[start, end)`, from one read of the trades, and
-        the distinct trades per (exchange, symbol) in each of `count_ranges` (for reconciliation).
+        """Candles of `timeframes` for trades in `ranges`, from one read of the trades (as of
+        `snapshot_id`, or now), and the distinct trades per (exchange, symbol) in each of
+        `count_ranges` (for reconciliation).
 
         The Spark jobs run in a job group named `request_id`, so `cancel(request_id)` stops them.
         """
@@ -146,10 +151,12 @@ class SparkService:
                 "files": plan.files,
                 "bytes": plan.bytes,
                 "read_mode": plan.mode,
+                "trades_snapshot": plan.snapshot,
                 "seconds": time.monotonic() - started,
             }
 
-        return self._over_trades(settings, start, end, request_id, ",".join(timeframes), work, keep=bool(count_ranges))
+        return self._over_trades(settings, ranges, request_id, ",".join(timeframes), work, keep=bool(count_ranges),
+                                 snapshot_id=snapshot_id)
 
     def trade_counts(self, settings: Settings, timeframes: list[str], start: datetime, end: datetime) -> dict:
         """Distinct trades per (exchange, symbol, window) of each timeframe, for trades in [start, end)."""
@@ -164,7 +171,7 @@ class SparkService:
             finally:
                 aggregate.release(frames)
 
-        return self._over_trades(settings, start, end, None, "counts " + ",".join(timeframes), work)
+        return self._over_trades(settings, [(start, end)], None, "counts " + ",".join(timeframes), work)
 
     def cancel(self, request_id: str) -> None:
         """Stop the Spark jobs of a request (a timed-out step), leaving the session up."""
