@@ -38,6 +38,7 @@ TARGETS = {
     "aggregation / duckdb": 5.0,
     "end to end / aggregation": 2.5,
     "tick with history / tick with 1 day": 1.25,
+    "late tick / plain tick": 5.0,
 }
 GIB = 1024**3
 
@@ -247,8 +248,47 @@ def measure_history(label: str, plan: Plan) -> dict:
         if index:  # the first round warms up
             one.append(first)
             many.append(second)
+    log(f"history: a 1m tick absorbing {LATE_TRADES} late trades spread over the {plan.history_days} days")
+    late = measure_late_tick(many_days, plan)
     stop_project()
-    return {"days": plan.history_days, "trades_per_day": SIZES[label], "one_day_seconds": one, "many_days_seconds": many}
+    return {"days": plan.history_days, "trades_per_day": SIZES[label], "one_day_seconds": one, "many_days_seconds": many,
+            "late_trades": LATE_TRADES, "late_tick_seconds": late}
+
+
+LATE_TRADES = 100
+
+
+def measure_late_tick(settings, plan: Plan) -> list[float]:
+    """Ticks that each absorb `LATE_TRADES` new trades spread over the history's days (seconds
+    to weeks late), against the warehouse the plain history ticks ran on."""
+    import random
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from ohlcv.catalog import open_catalog
+    from ohlcv.ingest import ingest_files
+
+    catalog = open_catalog(settings)
+    seconds = []
+    rounds = max(2, min(plan.ticks, 4))
+    times = [DAY + timedelta(hours=18, minutes=5 * (index + 1)) for index in range(rounds)]
+    for number, as_of in enumerate(times):
+        generator = random.Random(number)
+        span = (as_of - timedelta(minutes=15)) - (DAY - timedelta(days=plan.history_days - 1))
+        stamps = [DAY - timedelta(days=plan.history_days - 1) + span * generator.random() for _ in range(LATE_TRADES)]
+        rows = pa.table({
+            "exchange": ["binance"] * LATE_TRADES, "symbol": ["BTC-USDT"] * LATE_TRADES,
+            "trade_id": [f"late-{number}-{i}" for i in range(LATE_TRADES)],
+            "price": [100.0 + generator.random() for _ in range(LATE_TRADES)], "quantity": [0.5] * LATE_TRADES,
+            "timestamp": pa.array(stamps, pa.timestamp("us", tz="UTC")),
+        })
+        path = plan.data / f"late-{number}.parquet"
+        pq.write_table(rows, path)
+        ingest_files(catalog, settings.namespace, [path], "us", datetime.now(timezone.utc))
+        path.unlink()
+        seconds.append(timed_tick(settings, as_of, True))
+    return seconds[1:]  # the first one warms up the late path
 
 
 def add_history(settings, trades: Path, days: int, scratch: Path) -> None:
@@ -257,9 +297,10 @@ def add_history(settings, trades: Path, days: int, scratch: Path) -> None:
     import pyarrow.parquet as pq
 
     from ohlcv import timeframes
-    from ohlcv.catalog import load_candles, open_catalog
+    from ohlcv.catalog import load_candles, load_trades, open_catalog
     from ohlcv.ingest import ingest_files
     from ohlcv.store import commit_candles, read_candles
+    from ohlcv.watermark import Watermark
     from ohlcv.windows import WindowRange
 
     one_minute = timeframes.get("1m")
@@ -281,8 +322,10 @@ def add_history(settings, trades: Path, days: int, scratch: Path) -> None:
         moved = moved.set_column(moved.schema.get_field_index("window_date"), "window_date",
                                  pc.cast(moved.column("window_start"), "date32"))
         rng = WindowRange(DAY - offset, DAY - offset + timedelta(days=1))
+        # These candles are the shifted trades' own: the table has absorbed them (its watermark).
+        absorbed = Watermark(load_trades(catalog, settings.namespace).current_snapshot().snapshot_id, DAY + timedelta(days=1))
         commit_candles(load_candles(catalog, settings.namespace, one_minute), moved.drop(["created_at", "updated_at"]), rng,
-                       datetime.now(timezone.utc))
+                       datetime.now(timezone.utc), watermark=absorbed)
 
 
 def earlier(column, offset: timedelta):
@@ -314,7 +357,10 @@ def summarize(sizes: dict, history: dict | None) -> dict:
             "end to end / aggregation": median(r["end_to_end_seconds"]) / agg,
         }
     if history:
-        ratios["history"] = {"tick with history / tick with 1 day": median(history["many_days_seconds"]) / median(history["one_day_seconds"])}
+        ratios["history"] = {
+            "tick with history / tick with 1 day": median(history["many_days_seconds"]) / median(history["one_day_seconds"]),
+            "late tick / plain tick": median(history["late_tick_seconds"]) / median(history["many_days_seconds"]),
+        }
     return ratios
 
 
