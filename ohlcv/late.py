@@ -24,6 +24,7 @@ from pyiceberg.expressions import And, GreaterThanOrEqual, LessThan
 from pyiceberg.table import Table
 
 from ohlcv.retention import cutoff as retention_cutoff
+from ohlcv.store import plan_trade_files
 from ohlcv.timeframes import Timeframe
 from ohlcv.watermark import TradesSince, recorded_watermark, trades_since, window_ranges
 from ohlcv.windows import EPOCH, Chunk, WindowRange, floor, tick_range
@@ -87,7 +88,7 @@ def plan_tick(trades: Table, candles: Table, tf: Timeframe, as_of: datetime, rec
             # Windows still open at the last commit (a tick missed, or a backfill before this
             # tick): their trades are in the watermark but were never computed.
             gap_start = max(opened, limit_start)
-            if opened < gap_start:
+            if opened < gap_start and plan_trade_files(trades, [WindowRange(opened, gap_start)], pinned):
                 notes.append(
                     f"{tf.table}: windows from {opened:%Y-%m-%dT%H:%MZ} to {gap_start:%Y-%m-%dT%H:%MZ} were still open at the last "
                     "commit and are beyond OHLCV_RECOMPUTE_LIMIT_DAYS: not recomputed (`ohlcv backfill` them)"

@@ -303,7 +303,8 @@ def commit_candles(
 
     The commit records a watermark (ohlcv/watermark.py): `watermark`, the trades snapshot the
     candles were computed from, when given; otherwise the table's own, carried forward, or
-    `watermark_if_none` for a table that records none yet. With
+    `watermark_if_none` for a table that records none yet. A commit whose candles all stay as
+    they are happens only when the trades snapshot moves. With
     `expect_watermark`, the table must still record that one when the commit lands, or another
     writer absorbed trades first: CommitConflict, and the retry plans again (`expect_watermark`
     is a trades snapshot id, or None for a table that records none). Candle tables
@@ -334,7 +335,10 @@ def commit_candles(
     merged, counts = merge_candles(existing, fresh, now)
     hull = WindowRange(ranges[0].start, max(r.end for r in ranges)) if ranges else WindowRange(EPOCH, EPOCH)
     changed = counts["inserted"] + counts["updated"] + counts["deleted"] > 0
-    if not changed and recorded == current:
+    # Without a candle change, only a new trades snapshot is worth a commit: `closed_before`
+    # alone moving would make every quiet tick commit (the next tick rescans from the old one).
+    moves = recorded is not None and (current is None or recorded.snapshot_id != current.snapshot_id)
+    if not changed and not moves:
         return CommitResult(name, hull, **counts, snapshot_id=None, ranges=len(ranges), watermark=current_id)
     properties = {"ohlcv.range": ", ".join(map(str, ranges)), **watermark_properties(recorded)}
     with committing(table, str(hull)):
