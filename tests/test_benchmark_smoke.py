@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.slow
+# Not in the default run (its runtime would take most of the suite's budget): `pytest -m bench`,
+# which `.ci/run` runs after the README's test command.
+pytestmark = [pytest.mark.slow, pytest.mark.bench]
 
 ROOT = Path(__file__).resolve().parent.parent
 FIGURES = (
@@ -48,5 +50,7 @@ def test_the_quick_benchmark_reports_every_figure(tmp_path):
     history = report["history"]
     assert history["days"] == 2 and finite(history["one_day_seconds"]) and finite(history["many_days_seconds"])
     assert finite(report["ratios"]["history"]["tick with history / tick with 1 day"])
+    assert history["late_trades"] == 100 and finite(history["late_tick_seconds"])
+    assert finite(report["ratios"]["history"]["late tick / plain tick"])
     for line in ("aggregation / duckdb", "peak memory, project (GiB)", "warm 1m tick", "cold first 1m tick"):
         assert line in result.stdout

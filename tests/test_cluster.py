@@ -1,5 +1,6 @@
-"""Against real `ray start --head` clusters: resume after the cluster is stopped and started again
-on the same workflow storage, and the scheduler submitted with `ray job submit`."""
+"""Against real `ray start --head` clusters with the warehouse and the workflow storage in a bucket:
+resume after the cluster is stopped and started again on the same storage, then the scheduler
+submitted with `ray job submit` to the second cluster."""
 
 from __future__ import annotations
 
@@ -46,11 +47,6 @@ def user_environment(tmp_path, **settings: str) -> dict[str, str]:
 
 
 @pytest.fixture
-def environment(tmp_path) -> dict[str, str]:
-    return user_environment(tmp_path)
-
-
-@pytest.fixture
 def s3_user_environment(tmp_path, s3_environment) -> dict[str, str]:
     """The same, with the warehouse and the workflow storage in a bucket (a SQLite catalog file)."""
     bucket = s3_environment["BUCKET"]
@@ -72,7 +68,8 @@ def assert_tick_candles(env: dict[str, str], tf_name: str, as_of) -> None:
     tf = timeframes.get(tf_name)
     trades = load_trades(catalog, settings.namespace).scan().to_arrow().to_pylist()
     rng = tick_range(tf, as_of)
-    rows = load_candles(catalog, settings.namespace, tf).scan().to_arrow().to_pylist()
+    rows = [r for r in load_candles(catalog, settings.namespace, tf).scan().to_arrow().to_pylist()
+            if rng.start <= r["window_start"] < rng.end]
     assert rows, f"no {tf_name} candles"
     assert not compare(rows, expected_candles(trades, tf.width, rng.start, rng.end)), tf_name
 
@@ -84,8 +81,9 @@ def journal_entry(settings, workflow_id: str, task_id: str) -> dict:
         return json.loads(stream.read())
 
 
-def test_runs_resume_after_the_cluster_is_stopped_and_started_again_on_s3_storage(s3_user_environment, tmp_path):
-    """Workflow storage and warehouse in a bucket: the second cluster shares no disk with the first."""
+def test_a_cluster_on_s3_resumes_runs_after_a_restart_and_runs_the_scheduler_as_a_job(s3_user_environment, tmp_path):
+    """Workflow storage and warehouse in a bucket: the second cluster shares no disk with the first.
+    One test, so the clusters, the trades and Spark start once for both halves."""
     environment = s3_user_environment
     settings = from_environment(environment)
     storage = settings.ray_storage_uri  # the endpoint as Ray's query parameters: built, never written by hand
@@ -132,73 +130,74 @@ def test_runs_resume_after_the_cluster_is_stopped_and_started_again_on_s3_storag
         assert_tick_candles(env, "1m", interrupted_tick)
         shown = ohlcv(env, "workflows", "show", interrupted_id).stdout
         assert "aggregate" in shown and "SUCCESSFUL" in shown
+
+        scheduler_runs_as_a_ray_job(environment, second)
     finally:
         second.stop()
     assert not (tmp_path / "warehouse").exists() and not (tmp_path / "workflow-storage").exists()
 
 
-def test_the_scheduler_runs_as_a_ray_job(environment, tmp_path):
+def scheduler_runs_as_a_ray_job(environment: dict[str, str], head: HeadNode) -> None:
+    """`ray job submit -- ohlcv schedule --once`, its metrics and log lines, status, and a
+    long-running scheduler stopped by `ray job stop`. The S3 keys are the nodes' own
+    environment, never the job's: a job's runtime_env is kept in the workflow checkpoints."""
     as_of = utc(2024, 6, 3, 18, 15)
-    head = HeadNode((tmp_path / "workflow-storage").as_uri(), tmp_path).start()
-    try:
-        job_env = {k: environment[k] for k in ("OHLCV_WAREHOUSE", "OHLCV_STEP_RETRY_DELAY")}
-        for _ in range(3):  # Ray's own advice when its job agent is still starting: "try again later"
-            submitted = subprocess.run(
-                [str(BIN / "ray"), "job", "submit", "--address", head.dashboard, "--working-dir", str(REPO),
-                 "--runtime-env-json", json.dumps({"env_vars": job_env}), "--",
-                 "ohlcv", "schedule", "--once", "--as-of", as_of.isoformat()],
-                env={**environment, "RAY_ADDRESS": ""}, capture_output=True, text=True, timeout=900,
-            )
-            if "No available agent" not in submitted.stderr:
-                break
-        assert submitted.returncode == 0, submitted.stdout + submitted.stderr
-        [job] = [j for j in head.jobs() if "ohlcv schedule --once" in j["entrypoint"]]
-        assert job["status"] == "SUCCEEDED", job
-        for tf in timeframes.resolve("all"):
-            assert f"{tf.name} fired {latest_tick(tf, as_of):%Y-%m-%dT%H:%MZ}" in submitted.stdout
-            assert f"{tf.name} finished" in submitted.stdout
-        for name in ("1m", "5m", "30m", "1h"):
-            assert_tick_candles(environment, name, latest_tick(timeframes.get(name), as_of))
-
-        # The pipeline's metrics reach the node's Prometheus endpoint (exported every few seconds).
-        wanted = ("ohlcv_runs_total", "ohlcv_step_seconds", "ohlcv_candles_written_total", "ohlcv_freshness_lag_seconds")
-        deadline, text = time.monotonic() + 60, ""
-        while time.monotonic() < deadline and not all(name in text for name in wanted):
-            time.sleep(2)
-            text = head.metrics()
-        assert all(name in text for name in wanted), [name for name in wanted if name not in text]
-        assert 'status="succeeded"' in text and 'timeframe="1h"' in text
-
-        # Worker log lines say which workflow and step they come from.
-        tick_id = f"ohlcv-1h-{latest_tick(timeframes.get('1h'), as_of):%Y%m%dT%H%MZ}"
-        logs = "".join(p.read_text(errors="replace") for p in Path(head.temp_dir).glob("session_*/logs/worker-*.err"))
-        assert f"[{tick_id}/commit] workflows.orchestration.retry: done in" in logs
-        assert f"[{tick_id}/commit] ohlcv.store: committed gold_ohlcv_1h" in logs
-
-        # The status command, from outside the job, sees what the job did.
-        status = ohlcv({**environment, "RAY_ADDRESS": head.address}, "status").stdout
-        assert f"{latest_tick(timeframes.get('1h'), as_of):%Y-%m-%d %H:%M}" in status
-
-        # The long-running scheduler stops cleanly on `ray job stop` (SIGTERM).
-        ray_job = [str(BIN / "ray"), "job"]
-        started = subprocess.run(
-            [*ray_job, "submit", "--address", head.dashboard, "--no-wait", "--submission-id", "scheduler-test",
-             "--working-dir", str(REPO), "--runtime-env-json", json.dumps({"env_vars": job_env}), "--", "ohlcv", "schedule"],
-            env={**environment, "RAY_ADDRESS": ""}, capture_output=True, text=True, timeout=300,
+    job_env = {k: environment[k] for k in ("OHLCV_WAREHOUSE", "OHLCV_CATALOG_URI", "OHLCV_WORKFLOW_STORAGE", "OHLCV_STEP_RETRY_DELAY")}
+    for _ in range(3):  # Ray's own advice when its job agent is still starting: "try again later"
+        submitted = subprocess.run(
+            [str(BIN / "ray"), "job", "submit", "--address", head.dashboard, "--working-dir", str(REPO),
+             "--runtime-env-json", json.dumps({"env_vars": job_env}), "--",
+             "ohlcv", "schedule", "--once", "--as-of", as_of.isoformat()],
+            env={**environment, "RAY_ADDRESS": ""}, capture_output=True, text=True, timeout=900,
         )
-        assert started.returncode == 0, started.stderr
-        job_logs = lambda: subprocess.run(  # noqa: E731
-            [*ray_job, "logs", "--address", head.dashboard, "scheduler-test"], capture_output=True, text=True, timeout=60
-        ).stdout
-        deadline = time.monotonic() + 300
-        while "scheduler started" not in job_logs() and time.monotonic() < deadline:
-            time.sleep(2)
-        assert "scheduler started" in job_logs()
-        stopped = subprocess.run([*ray_job, "stop", "--address", head.dashboard, "scheduler-test"],
-                                 capture_output=True, text=True, timeout=120)
-        assert stopped.returncode == 0, stopped.stderr
-        [job] = [j for j in head.jobs() if j.get("submission_id") == "scheduler-test"]
-        assert job["status"] == "STOPPED"
-        assert "scheduler stopped" in job_logs()
-    finally:
-        head.stop()
+        if "No available agent" not in submitted.stderr:
+            break
+    assert submitted.returncode == 0, submitted.stdout + submitted.stderr
+    [job] = [j for j in head.jobs() if "ohlcv schedule --once" in j["entrypoint"]]
+    assert job["status"] == "SUCCEEDED", job
+    for tf in timeframes.resolve("all"):
+        assert f"{tf.name} fired {latest_tick(tf, as_of):%Y-%m-%dT%H:%MZ}" in submitted.stdout
+        assert f"{tf.name} finished" in submitted.stdout
+    for name in ("1m", "5m", "30m", "1h"):
+        assert_tick_candles(environment, name, latest_tick(timeframes.get(name), as_of))
+
+    # The pipeline's metrics reach the node's Prometheus endpoint (exported every few seconds).
+    wanted = ("ohlcv_runs_total", "ohlcv_step_seconds", "ohlcv_candles_written_total", "ohlcv_freshness_lag_seconds")
+    deadline, text = time.monotonic() + 60, ""
+    while time.monotonic() < deadline and not all(name in text for name in wanted):
+        time.sleep(2)
+        text = head.metrics()
+    assert all(name in text for name in wanted), [name for name in wanted if name not in text]
+    assert 'status="succeeded"' in text and 'timeframe="1h"' in text
+
+    # Worker log lines say which workflow and step they come from.
+    tick_id = f"ohlcv-1h-{latest_tick(timeframes.get('1h'), as_of):%Y%m%dT%H%MZ}"
+    logs = "".join(p.read_text(errors="replace") for p in Path(head.temp_dir).glob("session_*/logs/worker-*.err"))
+    assert f"[{tick_id}/commit] workflows.orchestration.retry: done in" in logs
+    assert f"[{tick_id}/commit] ohlcv.store: committed gold_ohlcv_1h" in logs
+
+    # The status command, from outside the job, sees what the job did.
+    status = ohlcv({**environment, "RAY_ADDRESS": head.address}, "status").stdout
+    assert f"{latest_tick(timeframes.get('1h'), as_of):%Y-%m-%d %H:%M}" in status
+
+    # The long-running scheduler stops cleanly on `ray job stop` (SIGTERM).
+    ray_job = [str(BIN / "ray"), "job"]
+    started = subprocess.run(
+        [*ray_job, "submit", "--address", head.dashboard, "--no-wait", "--submission-id", "scheduler-test",
+         "--working-dir", str(REPO), "--runtime-env-json", json.dumps({"env_vars": job_env}), "--", "ohlcv", "schedule"],
+        env={**environment, "RAY_ADDRESS": ""}, capture_output=True, text=True, timeout=300,
+    )
+    assert started.returncode == 0, started.stderr
+    job_logs = lambda: subprocess.run(  # noqa: E731
+        [*ray_job, "logs", "--address", head.dashboard, "scheduler-test"], capture_output=True, text=True, timeout=60
+    ).stdout
+    deadline = time.monotonic() + 300
+    while "scheduler started" not in job_logs() and time.monotonic() < deadline:
+        time.sleep(2)
+    assert "scheduler started" in job_logs()
+    stopped = subprocess.run([*ray_job, "stop", "--address", head.dashboard, "scheduler-test"],
+                             capture_output=True, text=True, timeout=120)
+    assert stopped.returncode == 0, stopped.stderr
+    [job] = [j for j in head.jobs() if j.get("submission_id") == "scheduler-test"]
+    assert job["status"] == "STOPPED"
+    assert "scheduler stopped" in job_logs()

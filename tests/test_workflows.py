@@ -145,6 +145,22 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def test_unknown_workflow_ids_get_one_line(fast, workflows, capsys, monkeypatch):
+    from support import ohlcv
+
+    monkeypatch.setenv("OHLCV_WAREHOUSE", fast.warehouse)
+    for command in (["show", "ohlcv-1m-20990101T0000Z"], ["resume", "nope"], ["cancel", "nope"]):
+        code, _, err = ohlcv(capsys, "workflows", *command)
+        assert code == 1 and "no workflow" in err and "ohlcv workflows list" in err, command
+
+
+def test_rerun_of_a_tick_that_never_ran_just_runs_it(fast, workflows, day_of_trades):
+    workflow_id, results = runs.run_tick(fast, timeframes.get("5m"), AS_OF["5m"], rerun=True)
+    assert workflows.get_status(workflow_id).name == "SUCCESSFUL" and results[0].inserted > 0
+
+
+# Last in the file, and this file last among the Spark tests: it stops the shared Spark service,
+# and any Spark test after it would pay for a cold start again.
 def test_a_node_whose_java_is_too_old_fails_at_once_not_after_retries(fast, workflows, tmp_path):
     """The Spark service cannot start there: a terminal ConfigError, not a transient one."""
     import ray
@@ -172,17 +188,3 @@ def test_a_node_whose_java_is_too_old_fails_at_once_not_after_retries(fast, work
     assert kind == ConfigError.__name__ and "found Java 8" in message
     with pytest.raises(ValueError):
         ray.get_actor(SERVICE_NAME, namespace="ohlcv")
-
-
-def test_unknown_workflow_ids_get_one_line(fast, workflows, capsys, monkeypatch):
-    from support import ohlcv
-
-    monkeypatch.setenv("OHLCV_WAREHOUSE", fast.warehouse)
-    for command in (["show", "ohlcv-1m-20990101T0000Z"], ["resume", "nope"], ["cancel", "nope"]):
-        code, _, err = ohlcv(capsys, "workflows", *command)
-        assert code == 1 and "no workflow" in err and "ohlcv workflows list" in err, command
-
-
-def test_rerun_of_a_tick_that_never_ran_just_runs_it(fast, workflows, day_of_trades):
-    workflow_id, results = runs.run_tick(fast, timeframes.get("5m"), AS_OF["5m"], rerun=True)
-    assert workflows.get_status(workflow_id).name == "SUCCESSFUL" and results[0].inserted > 0
