@@ -249,7 +249,7 @@ _BATCH = st.lists(st.tuples(_AGES, st.integers(0, 2), st.integers(0, 59), st.int
 
 
 @pytest.mark.slow
-@hypothesis_settings(max_examples=3, deadline=None, derandomize=True,
+@hypothesis_settings(max_examples=2, deadline=None, derandomize=True,
                      suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(batches=st.lists(_BATCH, min_size=1, max_size=2))
 def test_after_every_tick_every_closed_window_equals_the_oracle(settings, spark, tmp_path_factory, batches):
