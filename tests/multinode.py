@@ -71,7 +71,7 @@ def main(work: Path, mode: str) -> dict:
         catalog = open_catalog(settings)
         ensure_tables(catalog, settings.namespace)
         path = write_trades(generate(GenerateSpec(DAY, DAY + timedelta(days=1), symbols=3, exchanges=2,
-                                                  trades_per_day=300_000 if mode == "node-loss" else 200_000, seed=5)),
+                                                  trades_per_day=500_000 if mode == "node-loss" else 200_000, seed=5)),
                             work / "day.parquet")
         ingest_files(catalog, settings.namespace, [str(path)], "us", datetime.now(timezone.utc))
         spark_service(settings)
