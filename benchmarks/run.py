@@ -176,7 +176,7 @@ def measure_size(label: str, plan: Plan, sampler) -> dict:
         project = []
         for attempt in range(plan.repeats + 1):  # the first run warms the session and is not counted
             started = time.monotonic()
-            call(service.aggregate.remote(settings, names, DAY, DAY + timedelta(days=1)))
+            call(service.aggregate.remote(settings, names, [(DAY, DAY + timedelta(days=1))]))
             if attempt:
                 project.append(time.monotonic() - started)
         result["project_aggregation_seconds"] = project
