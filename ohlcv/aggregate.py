@@ -208,18 +208,18 @@ def collect_candles(frame: DataFrame) -> pa.Table:
     return table.cast(pa.schema([f.with_nullable(True) for f in target])).cast(target)
 
 
-def trades_per_series(unique: DataFrame, start_us: int, end_us: int) -> DataFrame:
-    """Distinct trades per (exchange, symbol) with timestamp in [start, end): the reconciliation side.
+def trades_per_series(unique: DataFrame, ranges: list[tuple[int, int]]) -> DataFrame:
+    """Distinct trades per (exchange, symbol) with timestamp in any of `ranges` ([start, end)
+    in microseconds): the reconciliation side, one Spark job however many ranges.
 
     Counted from the deduplicated trades directly, not through windows, so a trade lost or
     counted twice by the windowing shows up as a difference.
     """
     ts = F.unix_micros("timestamp")
-    return (
-        unique.where((ts >= F.lit(start_us)) & (ts < F.lit(end_us)))
-        .groupBy("exchange", "symbol")
-        .agg(F.count(F.lit(1)).alias("trades"))
-    )
+    inside = [(ts >= F.lit(lo)) & (ts < F.lit(hi)) for lo, hi in ranges]
+    while len(inside) > 1:  # a balanced OR: see ohlcv.store.balanced_or
+        inside = [inside[i] | inside[i + 1] if i + 1 < len(inside) else inside[i] for i in range(0, len(inside), 2)]
+    return unique.where(inside[0]).groupBy("exchange", "symbol").agg(F.count(F.lit(1)).alias("trades"))
 
 
 def trades_per_window(unique: DataFrame, tfs: list[Timeframe]) -> dict[str, DataFrame]:

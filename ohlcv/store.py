@@ -48,7 +48,9 @@ __all__ = [
     "CommitResult",
     "merge_candles",
     "ANY_WATERMARK",
+    "balanced_or",
     "ranges_filter",
+    "spark_ranges_condition",
     "commit_candles",
     "committing",
     "read_candles",
@@ -139,11 +141,13 @@ def _native_possible(table: Table, tasks: list[FileScanTask]) -> bool:
 
 def read_trades(
     spark, table: Table, ranges: WindowRange | list[WindowRange], mode: str = "auto", parallelism: int = 2,
-    snapshot_id: int | None = None,
+    snapshot_id: int | None = None, slot_us: int | None = None,
 ):
     """The trades with `timestamp` in `ranges` as a Spark DataFrame, and how they were read:
-    as of `snapshot_id`, or of the snapshot current now (which the plan names)."""
-    from pyspark.sql import functions as F
+    as of `snapshot_id`, or of the snapshot current now (which the plan names).
+
+    `slot_us`: a width every range is made of (the timeframe's), for reading many ranges.
+    """
 
     ranges = _as_ranges(ranges)
     if snapshot_id is None and table.current_snapshot() is not None:
@@ -164,14 +168,35 @@ def read_trades(
     # Compare the column itself with literals (timestamp_micros of a literal folds to one):
     # a function applied to the column would hide the filter from Parquet's row-group
     # statistics, and every tick would read the whole day to keep ten minutes of it.
-    condition = None
-    for rng in ranges:
-        lo, hi = F.timestamp_micros(F.lit(micros(rng.start))), F.timestamp_micros(F.lit(micros(rng.end)))
-        inside = (F.col("timestamp") >= lo) & (F.col("timestamp") < hi)
-        condition = inside if condition is None else condition | inside
-    frame = frame.where(condition)
+    frame = frame.where(spark_ranges_condition("timestamp", ranges, slot_us))
     plan = ReadPlan(len(tasks), size, "native" if native else "arrow", rows_in_range(table, tasks, ranges), snapshot_id)
     return frame, plan
+
+
+# Past this many ranges, a read tests each row's slot against a set instead of comparing it
+# with every range: a hundred ranges as comparisons made generated code too large for Spark to
+# compile (it fell back to interpreting every row, minutes for a month of trades).
+_MAX_COMPARED_RANGES = 4
+
+
+def spark_ranges_condition(column: str, ranges: list[WindowRange], slot_us: int | None = None):
+    """A Spark condition: `column` in any of `ranges`.
+
+    Few ranges: literal comparisons on the column itself, which Parquet's row-group statistics
+    can prune with. Many ranges of `slot_us` slots: the column's slot in the set of the ranges'
+    slots (one hash lookup a row), inside the ranges' hull for the pruning.
+    """
+    from pyspark.sql import functions as F
+
+    def inside(rng: WindowRange):
+        lo, hi = F.timestamp_micros(F.lit(micros(rng.start))), F.timestamp_micros(F.lit(micros(rng.end)))
+        return (F.col(column) >= lo) & (F.col(column) < hi)
+
+    if len(ranges) <= _MAX_COMPARED_RANGES or not slot_us:
+        return balanced_or([inside(rng) for rng in ranges], lambda a, b: a | b)
+    slots = [start for rng in ranges for start in range(micros(rng.start), micros(rng.end), slot_us)]
+    slot = F.floor(F.unix_micros(F.col(column)) / F.lit(slot_us)) * F.lit(slot_us)
+    return inside(WindowRange(ranges[0].start, max(r.end for r in ranges))) & slot.cast("long").isin(slots)
 
 
 def _read_through_arrow(spark, table: Table, tasks: list[FileScanTask], ranges: list[WindowRange], parallelism: int):
@@ -279,14 +304,21 @@ def committing(table: Table, what: str):
 ANY_WATERMARK = object()
 
 
+def balanced_or(conditions: list, either):
+    """`either(a, b)` folded over `conditions` as a balanced tree: a left-deep chain of a hundred
+    ORs (a tick with a hundred late windows) sends Spark's Parquet filter conversion and
+    optimizer into time exponential in its depth; a balanced one is log2(n) deep."""
+    if len(conditions) == 1:
+        return conditions[0]
+    middle = len(conditions) // 2
+    return either(balanced_or(conditions[:middle], either), balanced_or(conditions[middle:], either))
+
+
 def ranges_filter(column: str, ranges: list[WindowRange]) -> BooleanExpression:
     """Rows whose `column` lies in any of `ranges`."""
     if not ranges:
         return AlwaysFalse()
-    condition: BooleanExpression = range_filter(column, ranges[0])
-    for rng in ranges[1:]:
-        condition = Or(condition, range_filter(column, rng))
-    return condition
+    return balanced_or([range_filter(column, rng) for rng in ranges], Or)
 
 
 def commit_candles(

@@ -287,3 +287,17 @@ def test_after_every_tick_every_closed_window_equals_the_oracle(settings, spark,
             rows_now = [r for r in load_candles(catalog, run.namespace, tf).scan().to_arrow().to_pylist() if r["window_start"] < end]
             problems = compare(rows_now, expected_candles(consumed, tf.width, None, end))
             assert not problems, f"{tf.name} after batch {number}: " + "; ".join(problems[:5])
+
+
+@pytest.mark.slow
+def test_many_late_windows_are_read_as_a_set_of_slots_and_match_the_oracle(settings, catalog, spark, tmp_path):
+    """Past a few ranges the read tests each trade's slot against a set (ohlcv.store): the same
+    trades as the comparisons would keep, here for late windows spread over a week."""
+    late_scenario(settings, catalog, tmp_path)
+    spread = [trade("kraken", "SOL-USDT", f"w{day}", 20.0 + day, 1.0, utc(2024, 3, 1 + day % 3, 3 * day, 7, 30)) for day in range(7)]
+    ingest_rows(settings, catalog, spread, tmp_path, "spread", utc(2024, 3, 11, 12))
+    as_of = utc(2024, 3, 12, 0, 5)
+    for tf in (ONE_MINUTE, timeframes.get("1h")):
+        plan, _ = run_tick_direct(settings, tf, as_of, utc(2030, 1, 1))
+        assert len(plan.chunk.reads) > 4  # the set-of-slots path
+        assert_closed_windows_match(catalog, tf, as_of, stored_trades(catalog))

@@ -21,12 +21,12 @@ from ohlcv.store import CommitResult, plan_trade_files
 from ohlcv.timeframes import TIMEFRAMES, Timeframe
 from ohlcv.validate import AuditFailed, audit_candles
 from ohlcv.publish import candles_in, commit_chunk
-from ohlcv.windows import Chunk
+from ohlcv.windows import Chunk, WindowRange
 from workflows import _ray_compat
 from workflows.observability import logs, metrics
 from workflows.orchestration import failpoints
 from workflows.orchestration.retry import StepContext, StepPolicy, run_step
-from workflows.spark.client import Aggregated, aggregate_chunk, cancel_request
+from workflows.spark.client import Aggregated, aggregate_chunk, cancel_request, count_group
 
 __all__ = ["plan_step", "tick_plan_step", "aggregate_step", "validate_step", "commit_step", "summarize_step", "upkeep_step", "UPKEEP_STEPS"]
 
@@ -140,10 +140,10 @@ def _validate_work(settings: Settings, chunk: Chunk, aggregated: Aggregated) -> 
     failpoints.hit(settings, "validate")
     reports = [
         audit_candles(
-            candles_in(aggregated.candles[tf.name], rng), tf, str(rng),
-            source_counts=aggregated.source_counts[(rng.start, rng.end)], sample_spec=settings.audit_sample,
+            candles_in(aggregated.candles[tf.name], chunk.ranges_of(tf)), tf, _ranges_label(chunk.ranges_of(tf)),
+            source_counts=aggregated.source_counts[count_group(chunk, tf)], sample_spec=settings.audit_sample,
         )
-        for tf, rng in sorted(chunk.targets, key=lambda target: (target[0].width, target[1]))
+        for tf in chunk.timeframes
     ]
     for report in reports:
         for check in report.failures:
@@ -154,14 +154,20 @@ def _validate_work(settings: Settings, chunk: Chunk, aggregated: Aggregated) -> 
     return [r.to_dict() for r in reports]
 
 
+def _ranges_label(ranges: list) -> str:
+    """One range as itself; a tick's lookback with late windows as their count and hull."""
+    if len(ranges) == 1:
+        return str(ranges[0])
+    return f"{len(ranges)} ranges within {WindowRange(ranges[0].start, ranges[-1].end)}"
+
+
 @ray.remote
 def validate_step(settings: Settings, work: Chunk | TickPlan, aggregated: Aggregated) -> list[dict]:
     chunk = _chunk(work)
     ctx = _context("validate", [chunk])
     return run_step(
         ctx, StepPolicy.from_settings(settings), _validate_work, (settings, chunk, aggregated),
-        summarize=lambda reports: {f"{r['timeframe']} {r['range']}": f"{r['candles']} candles, {len(r['checks'])} checks passed"
-                                   for r in reports},
+        summarize=lambda reports: {r["timeframe"]: f"{r['candles']} candles, {len(r['checks'])} checks passed" for r in reports},
     )
 
 

@@ -15,7 +15,7 @@ from ohlcv.windows import Chunk, WindowRange
 from workflows.runtime import call, import_ray
 from workflows.spark.service import live_executors, spark_service, stop_service
 
-__all__ = ["Aggregated", "aggregate_chunk", "WATCHDOG_SECONDS", "trade_counts", "cancel_request"]
+__all__ = ["Aggregated", "count_group", "aggregate_chunk", "WATCHDOG_SECONDS", "trade_counts", "cancel_request"]
 
 log = logging.getLogger(__name__)
 
@@ -25,8 +25,9 @@ class Aggregated:
     """What the Spark service returned for one chunk."""
 
     candles: dict[str, pa.Table]
-    # Distinct trades per (exchange, symbol) in each target range, counted apart from the candles.
-    source_counts: dict[tuple[datetime, datetime], pa.Table]
+    # Distinct trades per (exchange, symbol) over each timeframe's target ranges (keyed by
+    # `count_group`), counted apart from the candles.
+    source_counts: dict[tuple[tuple[datetime, datetime], ...], pa.Table]
     files: int
     bytes: int
     read_mode: str
@@ -34,14 +35,19 @@ class Aggregated:
     trades_snapshot: int | None = None  # the trades snapshot the candles were computed from
 
 
+def count_group(chunk: Chunk, tf) -> tuple[tuple[datetime, datetime], ...]:
+    """The key of a timeframe's reconciliation counts: its target ranges."""
+    return tuple((rng.start, rng.end) for rng in chunk.ranges_of(tf))
+
+
 def aggregate_chunk(settings: Settings, chunk: Chunk, request_id: str | None = None) -> Aggregated:
     """Candles of every timeframe of the chunk over its read range (one Spark pass)."""
     service = spark_service(settings)  # keep the handle in a variable: see DESIGN section 6
     names = [tf.name for tf in chunk.timeframes]
-    ranges = tuple(sorted({(rng.start, rng.end) for _, rng in chunk.targets}))
+    groups = tuple(dict.fromkeys(count_group(chunk, tf) for tf in chunk.timeframes))
     request_id = request_id or f"aggregate-{chunk.read}"
     reads = [(rng.start, rng.end) for rng in chunk.read_ranges]
-    ref = service.aggregate.remote(settings, names, reads, request_id, ranges, chunk.trades_snapshot)
+    ref = service.aggregate.remote(settings, names, reads, request_id, groups, chunk.trades_snapshot)
     result = _await_with_watchdog(settings, ref, request_id)
     return Aggregated(
         result["candles"], result["source_counts"], result["files"], result["bytes"], result["read_mode"], result["seconds"],

@@ -82,7 +82,7 @@ class SparkService:
 
     def _over_trades(
         self, settings: Settings, ranges: list[tuple[datetime, datetime]], request_id: str | None, label: str, work,
-        keep: bool = False, snapshot_id: int | None = None,
+        keep: bool = False, snapshot_id: int | None = None, slot_us: int | None = None,
     ):
         """Run `work(unique_trades, read_plan)` over the deduplicated trades of `ranges`, as of
         `snapshot_id` (default: the trades snapshot current now, which the read plan names).
@@ -100,7 +100,7 @@ class SparkService:
         self.spark.sparkContext.setJobGroup(request_id, f"ohlcv {label} {', '.join(map(str, windows))}", interruptOnCancel=True)
         try:
             table = load_trades(self._catalog(settings), settings.namespace)
-            trades, plan = read_trades(self.spark, table, windows, settings.read_mode, self.sizing.slots, snapshot_id)
+            trades, plan = read_trades(self.spark, table, windows, settings.read_mode, self.sizing.slots, snapshot_id, slot_us)
             unique = aggregate.dedupe_trades(trades, partitions=aggregate.shuffle_partitions(plan.rows, self.sizing.slots))
             if keep:  # read by several jobs (candles and reconciliation counts): compute it once
                 unique = unique.persist()
@@ -120,12 +120,12 @@ class SparkService:
         timeframes: list[str],
         ranges: list[tuple[datetime, datetime]],
         request_id: str | None = None,
-        count_ranges: tuple[tuple[datetime, datetime], ...] = (),
+        count_groups: tuple[tuple[tuple[datetime, datetime], ...], ...] = (),
         snapshot_id: int | None = None,
     ) -> dict:
         """Candles of `timeframes` for trades in `ranges`, from one read of the trades (as of
         `snapshot_id`, or now), and the distinct trades per (exchange, symbol) in each of
-        `count_ranges` (for reconciliation).
+        each of `count_groups`, a group being the ranges of one timeframe (for reconciliation).
 
         The Spark jobs run in a job group named `request_id`, so `cancel(request_id)` stops them.
         """
@@ -142,8 +142,10 @@ class SparkService:
             finally:
                 aggregate.release(frames)
             counts = {
-                (lo, hi): aggregate.collect_arrow(aggregate.trades_per_series(unique, micros(lo), micros(hi)), aggregate.SERIES_COUNTS)
-                for lo, hi in count_ranges
+                group: aggregate.collect_arrow(
+                    aggregate.trades_per_series(unique, [(micros(lo), micros(hi)) for lo, hi in group]), aggregate.SERIES_COUNTS
+                )
+                for group in count_groups
             }
             return {
                 "candles": candles,
@@ -155,8 +157,8 @@ class SparkService:
                 "seconds": time.monotonic() - started,
             }
 
-        return self._over_trades(settings, ranges, request_id, ",".join(timeframes), work, keep=bool(count_ranges),
-                                 snapshot_id=snapshot_id)
+        return self._over_trades(settings, ranges, request_id, ",".join(timeframes), work, keep=bool(count_groups),
+                                 snapshot_id=snapshot_id, slot_us=min(tf.width_us for tf in chosen))
 
     def trade_counts(self, settings: Settings, timeframes: list[str], start: datetime, end: datetime) -> dict:
         """Distinct trades per (exchange, symbol, window) of each timeframe, for trades in [start, end)."""
