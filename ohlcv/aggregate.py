@@ -22,6 +22,7 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from ohlcv import schema as s
+from ohlcv.store import balanced_or
 from ohlcv.timeframes import Timeframe, rollup_parent
 
 __all__ = [
@@ -216,10 +217,8 @@ def trades_per_series(unique: DataFrame, ranges: list[tuple[int, int]]) -> DataF
     counted twice by the windowing shows up as a difference.
     """
     ts = F.unix_micros("timestamp")
-    inside = [(ts >= F.lit(lo)) & (ts < F.lit(hi)) for lo, hi in ranges]
-    while len(inside) > 1:  # a balanced OR: see ohlcv.store.balanced_or
-        inside = [inside[i] | inside[i + 1] if i + 1 < len(inside) else inside[i] for i in range(0, len(inside), 2)]
-    return unique.where(inside[0]).groupBy("exchange", "symbol").agg(F.count(F.lit(1)).alias("trades"))
+    inside = balanced_or([(ts >= F.lit(lo)) & (ts < F.lit(hi)) for lo, hi in ranges], lambda a, b: a | b)
+    return unique.where(inside).groupBy("exchange", "symbol").agg(F.count(F.lit(1)).alias("trades"))
 
 
 def trades_per_window(unique: DataFrame, tfs: list[Timeframe]) -> dict[str, DataFrame]:

@@ -20,16 +20,18 @@ from datetime import datetime, timedelta
 
 import pyarrow as pa
 
-from pyiceberg.expressions import And, GreaterThanOrEqual, LessThan
 from pyiceberg.table import Table
 
 from ohlcv.retention import cutoff as retention_cutoff
-from ohlcv.store import plan_trade_files
+from ohlcv.store import plan_trade_files, range_filter
 from ohlcv.timeframes import Timeframe
 from ohlcv.watermark import TradesSince, recorded_watermark, trades_since, window_ranges
 from ohlcv.windows import EPOCH, Chunk, WindowRange, floor, tick_range
 
 __all__ = ["TickPlan", "plan_tick"]
+
+# The journal keeps this many of a tick's ranges (with the count of all of them).
+SUMMARY_RANGES = 10
 
 
 @dataclass(frozen=True)
@@ -42,9 +44,11 @@ class TickPlan:
     notes: tuple[str, ...] = ()  # fallbacks taken and what they left unchecked
 
     def summary(self) -> dict:
+        """For the run journal: bounded however many late windows the tick found."""
         ranges = self.chunk.ranges_of(self.chunk.timeframes[0])
         return {
-            "ranges": [str(r) for r in ranges],
+            "ranges": len(ranges),
+            "first_ranges": [str(r) for r in ranges[:SUMMARY_RANGES]],
             "late_windows": self.late_windows,
             "trades_snapshot": self.chunk.trades_snapshot,
             "watermark_from": self.chunk.watermark_from,
@@ -53,16 +57,12 @@ class TickPlan:
         }
 
 
-def _micros(ts: datetime) -> int:
-    return (ts - EPOCH) // timedelta(microseconds=1)
-
-
 def _timestamps(scan) -> pa.ChunkedArray:
     return scan.to_arrow().column("timestamp")
 
 
 def _between(lo: datetime, hi: datetime):
-    return And(GreaterThanOrEqual("timestamp", _micros(lo)), LessThan("timestamp", _micros(hi)))
+    return range_filter("timestamp", WindowRange(lo, hi))
 
 
 def plan_tick(trades: Table, candles: Table, tf: Timeframe, as_of: datetime, recompute_limit: timedelta) -> TickPlan:

@@ -10,8 +10,8 @@ import pyarrow.compute as pc
 from ohlcv.catalog import load_candles, load_trades, open_catalog
 from ohlcv.errors import CommitConflict
 from ohlcv.settings import Settings
-from ohlcv.store import CommitResult, commit_candles, micros
-from ohlcv.watermark import Watermark, appended_between_touches, is_ancestor_or_same, recorded_watermark
+from ohlcv.store import CommitResult, commit_candles, micros, ranges_filter
+from ohlcv.watermark import Watermark, is_ancestor_or_same, recorded_watermark, trades_since
 from ohlcv.windows import Chunk, WindowRange
 
 __all__ = ["candles_in", "commit_chunk"]
@@ -53,6 +53,18 @@ def commit_chunk(
     return results
 
 
+def _appended_into(trades, read: int | None, recorded: int, ranges: list[WindowRange]) -> bool:
+    """Whether a file appended after trades snapshot `read`, up to `recorded`, can hold trades
+    of `ranges` (pyiceberg prunes by the manifests' statistics: no data is read). A log that
+    cannot say (the read snapshot gone, trades removed since) counts as yes."""
+    since = trades_since(trades, read, recorded)
+    if since.state != "appended":
+        return since.state != "current"
+    scan = trades.incremental_append_scan(from_snapshot_id_exclusive=read, to_snapshot_id_inclusive=recorded,
+                                          row_filter=ranges_filter("timestamp", ranges))
+    return any(True for _ in scan.plan_files())
+
+
 def _commit_backfill(catalog, namespace: str, table, fresh: pa.Table, ranges: list[WindowRange], now: datetime,
                      read: int | None) -> CommitResult:
     """A backfill's commit: it absorbed only its own ranges, so the table keeps its watermark.
@@ -72,7 +84,7 @@ def _commit_backfill(catalog, namespace: str, table, fresh: pa.Table, ranges: li
         return commit_candles(table, fresh, ranges, now, watermark_if_none=initial, expect_watermark=None)
     trades = load_trades(catalog, namespace)
     newer = not is_ancestor_or_same(trades, current.snapshot_id, read)
-    if newer and appended_between_touches(trades, read, current.snapshot_id, ranges):
+    if newer and _appended_into(trades, read, current.snapshot_id, ranges):
         raise CommitConflict(
             f"{table.name()[-1]}: trades for {', '.join(map(str, ranges))} arrived after this backfill read trades snapshot "
             f"{read}, and a tick absorbed them; run the backfill again"

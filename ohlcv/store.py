@@ -148,7 +148,6 @@ def read_trades(
 
     `slot_us`: a width every range is made of (the timeframe's), for reading many ranges.
     """
-
     ranges = _as_ranges(ranges)
     if snapshot_id is None and table.current_snapshot() is not None:
         snapshot_id = table.current_snapshot().snapshot_id
@@ -335,17 +334,16 @@ def commit_candles(
 
     The commit records a watermark (ohlcv/watermark.py): `watermark`, the trades snapshot the
     candles were computed from, when given; otherwise the table's own, carried forward, or
-    `watermark_if_none` for a table that records none yet. A commit whose candles all stay as
-    they are happens only when the trades snapshot moves. With
-    `expect_watermark`, the table must still record that one when the commit lands, or another
-    writer absorbed trades first: CommitConflict, and the retry plans again (`expect_watermark`
-    is a trades snapshot id, or None for a table that records none). Candle tables
-    commit without pyiceberg's own rebasing retries (see catalog.py), so that check and the
-    commit are one atomic step. A tick that moves the watermark commits even when no candle
-    changed (a commit with no files); one that moves nothing commits nothing.
+    `watermark_if_none` for a table that records none yet. When no candle changes, a commit
+    happens only if the trades snapshot moves, and it adds and removes no file.
+
+    With `expect_watermark` (a trades snapshot id, or None for a table that records none), the
+    table must still record that one when the commit lands, or another writer absorbed trades
+    first: CommitConflict, and the retry plans again. Candle tables commit without pyiceberg's
+    own rebasing retries (see catalog.py), so that check and the commit are one atomic step.
     """
     name = table.name()[-1]
-    ranges = sorted([ranges] if isinstance(ranges, WindowRange) else ranges)
+    ranges = _as_ranges(ranges)
     starts = fresh.column("window_start").cast(pa.int64()).to_numpy() if fresh.num_rows else np.array([], "int64")
     if len(starts):
         inside = np.zeros(len(starts), dtype=bool)
@@ -372,7 +370,9 @@ def commit_candles(
     moves = recorded is not None and (current is None or recorded.snapshot_id != current.snapshot_id)
     if not changed and not moves:
         return CommitResult(name, hull, **counts, snapshot_id=None, ranges=len(ranges), watermark=current_id)
-    properties = {"ohlcv.range": ", ".join(map(str, ranges)), **watermark_properties(recorded)}
+    # Kept in the table's metadata for every snapshot: the hull and a count, not every range.
+    label = str(hull) if len(ranges) == 1 else f"{len(ranges)} ranges within {hull}"
+    properties = {"ohlcv.range": label, **watermark_properties(recorded)}
     with committing(table, str(hull)):
         if changed:
             table.overwrite(merged, overwrite_filter=window, snapshot_properties=properties)

@@ -6,10 +6,10 @@
   `created_at`/`updated_at` included, in one atomic commit.
 - Expiry: snapshots older than the setting go (the current one always stays).
 - Unreferenced files: pyiceberg's expiry drops snapshots but leaves their files behind. A file
-  found by listing the table's location (a folder, or a prefix on S3) is deleted only when no remaining snapshot references it
-  (manifest lists, manifests, data and delete files), it is not a metadata file still in the
-  metadata log, and it is older than a grace period, so the files of a commit in flight are
-  never touched.
+  found by listing the table's location (a folder, or a prefix on S3) is deleted only when no
+  remaining snapshot references it (manifest lists, manifests, data and delete files), it is
+  not a metadata file still in the metadata log, and it is older than a grace period, so the
+  files of a commit in flight are never touched.
 """
 
 from __future__ import annotations

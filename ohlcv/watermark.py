@@ -39,7 +39,6 @@ __all__ = [
     "TradesSince",
     "trades_since",
     "is_ancestor_or_same",
-    "appended_between_touches",
     "window_ranges",
     "oldest_watermark_timestamp_ms",
 ]
@@ -148,34 +147,6 @@ def is_ancestor_or_same(trades: Table, older: int, newer: int | None) -> bool:
         return False
     start = trades.metadata.snapshot_by_id(newer)
     return start is not None and any(s.snapshot_id == older for s in ancestors_of(start, trades.metadata))
-
-
-def appended_between_touches(trades: Table, read: int | None, recorded: int, ranges: list[WindowRange]) -> bool:
-    """Whether a file appended after snapshot `read`, up to `recorded`, can hold trades of
-    `ranges` (from the manifests' timestamp bounds: no data is read)."""
-    from pyiceberg.conversions import from_bytes
-
-    since = trades_since(trades, read, recorded)
-    if since.state != "appended":
-        return since.state != "current"
-    field_ = trades.schema().find_field("timestamp")
-    bounds = [((r.start - EPOCH) // timedelta(microseconds=1), (r.end - EPOCH) // timedelta(microseconds=1)) for r in ranges]
-    appends = set(since.appends)
-    for snapshot_id in since.appends:
-        for manifest in trades.metadata.snapshot_by_id(snapshot_id).manifests(trades.io):
-            if manifest.added_snapshot_id not in appends:
-                continue
-            for entry in manifest.fetch_manifest_entry(trades.io, discard_deleted=True):
-                if entry.snapshot_id not in appends:
-                    continue
-                lower = (entry.data_file.lower_bounds or {}).get(field_.field_id)
-                upper = (entry.data_file.upper_bounds or {}).get(field_.field_id)
-                if lower is None or upper is None:
-                    return True
-                first, last = from_bytes(field_.field_type, lower), from_bytes(field_.field_type, upper)
-                if any(first < hi and last >= lo for lo, hi in bounds):
-                    return True
-    return False
 
 
 def window_ranges(timestamps: pa.Array | pa.ChunkedArray, tf: Timeframe, lo: datetime, hi: datetime) -> list[WindowRange]:

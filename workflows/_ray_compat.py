@@ -12,7 +12,8 @@ a few things Ray's public API does not offer, and each is wrapped here:
   they can be pinned to the head node (`ray.workflow.common`, `workflow_access`,
   `serialization`).
 
-`tests/test_ray_compat.py` pins the version this was written for and exercises each wrapper.
+`tests/test_structure.py` pins the version this was written for (`WRITTEN_FOR_RAY`); the
+wrappers are exercised by every workflow, journal and node-loss test.
 """
 
 from __future__ import annotations

@@ -80,7 +80,7 @@ def _print_plan_notes(workflow_id: str) -> None:
 
     summary = (journal.read_step(workflow_id, "plan") or {}).get("summary") or {}
     if summary.get("late_windows"):
-        console.print(f"{workflow_id}: {summary['late_windows']:,} late window(s) recomputed, in {len(summary['ranges']) - 1} range(s)")
+        console.print(f"{workflow_id}: {summary['late_windows']:,} late window(s) recomputed, in {summary['ranges'] - 1} range(s)")
     for note in summary.get("notes", []):
         errors.print(f"[yellow]note:[/] {note}", soft_wrap=True)
 
