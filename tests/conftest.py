@@ -20,6 +20,10 @@ from ohlcv.settings import Settings
 from support import S3_KEYS, free_port, ingest_rows, make_bucket, start_s3_server, stored_trades, utc
 
 _OUR_VARIABLES = ("OHLCV_", "RAY_ADDRESS", "AWS_")
+# Every JVM the tests start (Spark's driver and executors, in this process's clusters and in the
+# clusters tests start as subprocesses) lives seconds to minutes: C1 alone and the serial GC cost
+# a third less CPU than HotSpot's defaults there, and the suite is CPU-bound on 2 cores.
+os.environ.setdefault("JAVA_TOOL_OPTIONS", "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC")
 # A PostgreSQL server for the catalog tests, given by CI; read now, before the isolation below.
 POSTGRES_URI = os.environ.get("OHLCV_TEST_POSTGRES_URI")
 
@@ -188,3 +192,9 @@ def day_of_trades(fast, catalog, tmp_path):
     rows = generate(GenerateSpec(utc(2024, 4, 1), utc(2024, 4, 3), symbols=2, exchanges=2, trades_per_day=6_000, seed=21)).to_pylist()
     ingest_rows(fast, catalog, rows, tmp_path, "trades", utc(2024, 4, 3, 1))
     return stored_trades(catalog)
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Tests that start clusters of their own go first: under `-n 2` they are dealt out one per
+    worker and run beside the light tests, instead of forming a tail after them."""
+    items.sort(key=lambda item: item.get_closest_marker("own_cluster") is None)

@@ -18,7 +18,7 @@ from ohlcv import timeframes
 from ohlcv.catalog import load_candles, load_trades, open_catalog
 from ohlcv.settings import from_environment
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.own_cluster]
 
 SCRIPT = Path(__file__).with_name("multinode.py")
 

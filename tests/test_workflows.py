@@ -86,7 +86,7 @@ def test_transient_errors_past_the_retries_fail_the_run(fast, workflows, day_of_
 
 def test_a_step_past_its_timeout_is_cancelled_and_counts_as_a_failed_try(fast, workflows, day_of_trades):
     failpoints.arm(fast.failpoint_dir, "plan", "sleep", seconds=60)
-    workflow_id, _ = runs.run_tick(fast.with_overrides(step_timeout=4.0, step_retry_delay=0.2), timeframes.get("1m"), AS_OF["1m"])
+    workflow_id, _ = runs.run_tick(fast.with_overrides(step_timeout=12.0, step_retry_delay=0.2), timeframes.get("1m"), AS_OF["1m"])
     attempts = journal.read_step(workflow_id, "plan")["attempts"]
     assert [a["outcome"] for a in attempts] == ["timeout", "ok"]
     sleeper = int(failpoints.pid_file(fast.failpoint_dir, "plan").read_text())
