@@ -3,7 +3,7 @@
 Each try runs in a child Ray task, so that a try past its timeout can really be stopped: the
 child is force-cancelled (its worker killed), and an `on_timeout` hook can stop work the child
 started elsewhere (the Spark job it asked the Spark service for). Retry decisions follow the
-error's type: TerminalError fails the step at once, TransientError and lost workers are tried
+error's type (`failure_kinds`): a terminal error fails the step at once, a transient one is tried
 again after `delay` seconds, up to `retries` more times. Ray's own `max_retries` still covers
 the step's own worker dying: the step then starts over, journal and all.
 
@@ -22,16 +22,11 @@ from typing import Any
 from ohlcv.errors import OhlcvError, TerminalError, TransientError
 from ohlcv.settings import Settings
 from workflows.observability import metrics
-from workflows.orchestration import journal
+from workflows.orchestration import failure_kinds, journal
 
 __all__ = ["StepPolicy", "StepContext", "run_step"]
 
 log = logging.getLogger(__name__)
-
-# Errors from outside the platform that another try can cure; any other unexpected error is
-# taken for a bug, which retrying only repeats.
-_TRANSIENT_BUILTINS = (OSError, ConnectionError, TimeoutError)
-
 
 @dataclass(frozen=True)
 class StepPolicy:
@@ -65,21 +60,8 @@ def _now() -> str:
 
 def _classify(exc: BaseException) -> tuple[str, BaseException]:
     """(outcome, the error people should see) for an exception from a child try."""
-    import ray
-
-    if isinstance(exc, ray.exceptions.RayTaskError):
-        cause = getattr(exc, "cause", None)
-        if cause is not None and not isinstance(cause, ray.exceptions.RayError):
-            exc = cause
-    if isinstance(exc, TerminalError):
-        return "terminal", exc
-    if isinstance(exc, TransientError):
-        return "transient", exc
-    if isinstance(exc, ray.exceptions.RayError):  # a worker or actor died, an object was lost
-        return "transient", TransientError(f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:300]}")
-    if isinstance(exc, _TRANSIENT_BUILTINS):
-        return "transient", TransientError(f"{type(exc).__name__}: {exc}")
-    return "terminal", TerminalError(f"unexpected {type(exc).__name__}: {exc}")
+    error = failure_kinds.classify(exc)
+    return ("terminal" if isinstance(error, TerminalError) else "transient"), error
 
 
 def run_step(
