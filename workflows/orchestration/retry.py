@@ -44,7 +44,12 @@ class StepContext:
     workflow_id: str
     task_id: str
     step: str  # plan, aggregate, validate, commit, summarize
-    timeframe: str  # the timeframe, or a comma list for a multi-timeframe chunk
+    timeframe: str  # the timeframe, or a comma list for a multi-timeframe chunk ("upkeep" for the upkeep)
+
+    @property
+    def timeframes(self) -> list[str]:
+        """One name each: every metric carries a single timeframe label."""
+        return self.timeframe.split(",")
 
 
 def _run_in_child(workflow_id: str, task_id: str, fn: Callable[..., Any], args: tuple) -> Any:
@@ -102,7 +107,8 @@ def run_step(
             attempt.update(ended=_now(), seconds=round(seconds, 3), outcome="ok")
             entry.update(status="SUCCESSFUL", summary=summarize(result) if summarize else None)
             journal.record(ctx.workflow_id, ctx.task_id, entry)
-            metrics.step_finished(ctx.timeframe, ctx.step, seconds)
+            for name in ctx.timeframes:  # a chunk's step took this long for each of its timeframes
+                metrics.step_finished(name, ctx.step, seconds)
             log.info("done in %.2fs (try %d)", seconds, attempt["attempt"])
             return result
 
@@ -117,7 +123,8 @@ def run_step(
             if hasattr(error, "report"):  # an audit failure: keep every check, count and example
                 entry["report"] = error.report.to_dict()
             journal.record(ctx.workflow_id, ctx.task_id, entry)
-            metrics.run_finished(ctx.timeframe, "failed")
+            for name in ctx.timeframes:
+                metrics.run_finished(name, "failed")
             log.error("%s failed (%s after %d tries): %s", ctx.task_id, outcome, number, error)
             raise error
         log.warning("%s try %d failed (%s), retrying in %gs: %s", ctx.task_id, number, outcome, policy.delay, error)
