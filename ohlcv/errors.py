@@ -6,6 +6,7 @@
     │   ├── InputError         a bad argument or a malformed input file
     │   ├── TableNotFound      the catalog lacks a table (run `ohlcv init`)
     │   ├── SchemaMismatch     a table's schema is not the one this code writes
+    │   ├── DataFileError      a data file of a table is corrupt or missing (named)
     │   └── RunFailed          a workflow run failed; it can be resumed once the cause is fixed
     └── TransientError         worth another try (same step, same inputs)
         ├── CommitConflict     another writer committed first
@@ -21,6 +22,7 @@ __all__ = [
     "InputError",
     "TableNotFound",
     "SchemaMismatch",
+    "DataFileError",
     "RunFailed",
     "TransientError",
     "CommitConflict",
@@ -50,6 +52,10 @@ class TableNotFound(TerminalError):
 
 class SchemaMismatch(TerminalError):
     """A table exists but its schema is not the one this code writes."""
+
+
+class DataFileError(TerminalError):
+    """A data file a table references cannot be read: truncated, corrupt or gone."""
 
 
 class RunFailed(TerminalError):

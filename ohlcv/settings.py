@@ -46,6 +46,7 @@ ENVIRONMENT = {
     "failpoint_dir": "OHLCV_FAILPOINT_DIR",
     "audit_sample": "OHLCV_AUDIT_SAMPLE",
     "snapshot_days": "OHLCV_SNAPSHOT_DAYS",
+    "run_history_days": "OHLCV_RUN_HISTORY_DAYS",
     "upkeep_cron": "OHLCV_UPKEEP_CRON",
     "recompute_limit_days": "OHLCV_RECOMPUTE_LIMIT_DAYS",
     "s3_endpoint": "AWS_ENDPOINT_URL_S3",
@@ -62,6 +63,7 @@ _NUMBERS = {
     "step_retry_delay": (float, "a number of seconds", 0),
     "step_timeout": (float, "a number of seconds", 0),
     "snapshot_days": (float, "a number of days", 0),
+    "run_history_days": (float, "a number of days", 0),
     "recompute_limit_days": (float, "a number of days", 0),
 }
 _CHOICES = {
@@ -110,6 +112,9 @@ class Settings:
     # Upkeep: snapshots older than this many days are expired (time travel reaches that far
     # back), and the daily upkeep workflow (retention, compaction, expiry) runs on this cron.
     snapshot_days: float = 7.0
+    # Finished workflow runs (checkpoints and journals) older than this many days are removed by
+    # the daily upkeep and `ohlcv workflows prune`; failed ones stay until resolved.
+    run_history_days: float = 14.0
     upkeep_cron: str = "45 1 * * *"
     # A tick whose trades snapshot log cannot say which old windows new trades touched (the
     # watermark expired, or trades were removed) recomputes this many days before its lookback.

@@ -31,7 +31,7 @@ from pyiceberg.expressions import AlwaysFalse, AlwaysTrue, And, BooleanExpressio
 from pyiceberg.table import FileScanTask, Table
 
 from ohlcv import schema as s
-from ohlcv.errors import CommitConflict
+from ohlcv.errors import CommitConflict, DataFileError
 from ohlcv.watermark import Watermark, recorded_watermark, watermark_properties
 from ohlcv.windows import EPOCH, WindowRange
 
@@ -198,6 +198,14 @@ def spark_ranges_condition(column: str, ranges: list[WindowRange], slot_us: int 
     return inside(WindowRange(ranges[0].start, max(r.end for r in ranges))) & slot.cast("long").isin(slots)
 
 
+def _batches_naming_the_file(scan, task: FileScanTask):
+    """The file's record batches; a file whose bytes cannot be read fails naming the file."""
+    try:
+        yield from scan.to_record_batches([task])
+    except (pa.ArrowInvalid, FileNotFoundError) as exc:  # the file's bytes, not the storage
+        raise DataFileError(f"{task.file.file_path}: {type(exc).__name__}: {exc}") from exc
+
+
 def _read_through_arrow(spark, table: Table, tasks: list[FileScanTask], ranges: list[WindowRange], parallelism: int):
     """Spark tasks that read their files with pyiceberg's FileIO and hand Arrow batches to the JVM."""
     from pyiceberg.io.pyarrow import ArrowScan
@@ -209,7 +217,7 @@ def _read_through_arrow(spark, table: Table, tasks: list[FileScanTask], ranges: 
         scan = ArrowScan(metadata, io, projected, row_filter)
         for batch in batches:
             for index in batch.column("id").to_pylist():
-                for record_batch in scan.to_record_batches([tasks[index]]):
+                for record_batch in _batches_naming_the_file(scan, tasks[index]):
                     # pyiceberg reads text as large_string; Spark's Arrow bridge expects string.
                     yield from pa.Table.from_batches([record_batch]).select(list(TRADE_READ_COLUMNS)).cast(ARROW_TRADES).to_batches()
 

@@ -23,7 +23,7 @@ from pyarrow import fs as pafs
 from pyiceberg.table import Table
 
 from ohlcv import object_store
-from ohlcv.retention import partitions
+from ohlcv.retention import partitions, retention_all
 from ohlcv.store import committing, range_filter
 from ohlcv.timeframes import Timeframe
 from ohlcv.watermark import oldest_watermark_timestamp_ms, recorded_watermark, watermark_properties
@@ -38,6 +38,8 @@ __all__ = [
     "expire_all",
     "referenced_files",
     "OrphanResult",
+    "TABLE_UPKEEP_STEPS",
+    "run_upkeep_step",
     "remove_unreferenced",
     "remove_unreferenced_all",
 ]
@@ -127,8 +129,11 @@ class OrphanResult:
     bytes: int
 
 
-def remove_unreferenced(table: Table, now: datetime, grace: timedelta = ORPHAN_GRACE, dry_run: bool = False) -> OrphanResult:
-    """Delete files under the table's location that nothing references and that are old enough."""
+def remove_unreferenced(table: Table, grace: timedelta = ORPHAN_GRACE, dry_run: bool = False) -> OrphanResult:
+    """Delete files under the table's location that nothing references and that are older than
+    `grace` by the wall clock: the grace protects commits in flight now, whatever time a command
+    says it acts as of."""
+    now = datetime.now(timezone.utc)
     table.refresh()
     keep = referenced_files(table)
     # The table's own FileIO settings: on S3 the same endpoint, region and keys as its writes.
@@ -180,7 +185,30 @@ def expire_all(catalog, namespace: str, older_than: datetime) -> dict[str, int]:
     return expired
 
 
-def remove_unreferenced_all(catalog, namespace: str, now: datetime, grace: timedelta = ORPHAN_GRACE) -> list[OrphanResult]:
+def remove_unreferenced_all(catalog, namespace: str, grace: timedelta = ORPHAN_GRACE) -> list[OrphanResult]:
     from ohlcv.catalog import load_table, table_specs
 
-    return [remove_unreferenced(load_table(catalog, namespace, spec.name), now, grace) for spec in table_specs()]
+    return [remove_unreferenced(load_table(catalog, namespace, spec.name), grace) for spec in table_specs()]
+
+
+# The table upkeep, in order: drop expired partitions first (less to compact), then compact, then
+# expire snapshots (the compaction's replaced files become unreferenced), then delete those files.
+TABLE_UPKEEP_STEPS = ("retention", "compact", "expire", "orphans")
+
+
+def run_upkeep_step(step: str, catalog, namespace: str, at: datetime, snapshot_days: float) -> dict[str, str]:
+    """One step of the table upkeep as of `at`, with one line of outcome per table.
+
+    The only implementation: `ohlcv maintain` and the daily upkeep workflow both call it.
+    """
+    if step == "retention":
+        return {r.table: f"{len(r.partitions)} partitions, {r.rows} rows before {r.cutoff:%Y-%m-%d}"
+                for r in retention_all(catalog, namespace, at)}
+    if step == "compact":
+        return {r.table: f"{r.partitions} partitions, {r.files_before} -> {r.files_after} files" for r in compact_all(catalog, namespace, at)}
+    if step == "expire":
+        expired = expire_all(catalog, namespace, at - timedelta(days=snapshot_days))
+        return {table: f"{count} snapshots" for table, count in expired.items()}
+    if step == "orphans":
+        return {r.table: f"{r.deleted} files, {r.bytes} bytes" for r in remove_unreferenced_all(catalog, namespace)}
+    raise ValueError(f"no upkeep step {step!r}: one of {', '.join(TABLE_UPKEEP_STEPS)}")

@@ -85,11 +85,11 @@ def test_upkeep_after_many_ticks_keeps_every_live_file_and_snapshot(fast, catalo
     expired = expire_snapshots(table, keep_from)
     assert expired == len(snapshots) - 5
 
-    fresh = remove_unreferenced(table, datetime.now(timezone.utc))  # default grace: everything is too young
+    fresh = remove_unreferenced(table)  # default grace, by the wall clock: everything is too young
     assert fresh.deleted == 0
     on_disk_before = files_on_disk(table)
     time.sleep(1.1)
-    removed = remove_unreferenced(table, datetime.now(timezone.utc), grace=timedelta(seconds=1))
+    removed = remove_unreferenced(table, grace=timedelta(seconds=1))
     assert removed.deleted > 0 and removed.deleted == len(on_disk_before) - len(files_on_disk(table))
 
     table.refresh()
@@ -117,6 +117,6 @@ def test_the_daily_upkeep_is_a_workflow_with_its_own_steps(fast, catalog, spark,
     assert workflows.get_status(workflow_id).name == "SUCCESSFUL"
     steps = journal.read_workflow(workflow_id)
     assert {name: entry["status"] for name, entry in steps.items()} == dict.fromkeys(
-        ["retention", "compact", "expire", "orphans"], "SUCCESSFUL")
+        ["retention", "compact", "expire", "orphans", "runs"], "SUCCESSFUL")
     assert "-> 1 files" in steps["compact"]["summary"]["gold_ohlcv_1m"]
     assert [p.files for p in partitions(load_candles(catalog, "market_data", ONE_MINUTE))] == [1]

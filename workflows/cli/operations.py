@@ -25,7 +25,7 @@ from workflows.cli.common import (
 )
 
 # The `ohlcv workflows ...` subcommands are registered on workflows_app by their decorators.
-__all__ = ["workflows_app", "list_runs", "show_run", "resume_run", "resume_all", "cancel_run", "schedule", "status"]
+__all__ = ["workflows_app", "list_runs", "prune_runs", "show_run", "resume_run", "resume_all", "cancel_run", "schedule", "status"]
 
 workflows_app = typer.Typer(help="List, inspect, resume and cancel workflow runs.", no_args_is_help=True)
 
@@ -46,19 +46,44 @@ def list_runs(
     """Workflow runs in storage, newest first."""
     if status_filter is not None and status_filter.upper() not in STATUSES:
         raise InputError(f"--status {status_filter!r}: choose one of {', '.join(STATUSES)}")
+    from workflows.orchestration import history
+
     workflow = _connect()
-    rows = []
-    for workflow_id, state in workflow.list_all(status_filter.upper() if status_filter else None):
-        meta = workflow.get_metadata(workflow_id)
-        stats = meta.get("stats", {})
-        rows.append((stats.get("start_time") or 0, workflow_id, state.name, meta.get("user_metadata", {}), stats))
-    rows.sort(key=lambda r: r[0], reverse=True)
+    shown, total = history.newest(workflow, limit, status_filter.upper() if status_filter else None)
     table = Table("workflow", "status", "kind", "started (UTC)", "ended (UTC)")
-    for _, workflow_id, state, user, stats in rows[:limit]:
+    for workflow_id, state in shown:  # metadata of the shown runs only: the cost of --limit, not of the history
+        meta = workflow.get_metadata(workflow_id)
+        stats, user = meta.get("stats", {}), meta.get("user_metadata", {})
         table.add_row(workflow_id, state, user.get("kind", ""), when(stats.get("start_time")), when(stats.get("end_time")))
     show(table)
-    if len(rows) > limit:
-        console.print(f"{len(rows) - limit} older run(s) not shown (--limit)")
+    if total > limit:
+        console.print(f"{total - limit} older run(s) not shown (--limit)")
+
+
+@workflows_app.command("prune")
+def prune_runs(
+    older_than: Optional[float] = typer.Option(None, "--older-than", help="Days to keep [default: OHLCV_RUN_HISTORY_DAYS, 14]."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Say what would go; remove nothing."),
+    include_failed: bool = typer.Option(False, "--include-failed", help="Remove old FAILED runs too."),
+) -> None:
+    """Remove finished runs (checkpoints and journals) older than the run history window."""
+    from datetime import timedelta
+
+    from workflows.orchestration import history
+
+    settings = command_settings(writes=not dry_run)
+    days = settings.run_history_days if older_than is None else older_than
+    if days < 0:
+        raise InputError(f"--older-than {days:g}: a number of days, 0 or more")
+    _connect()
+    result = history.prune(utc_now() - timedelta(days=days), include_failed=include_failed, dry_run=dry_run)
+    verb = "would be removed" if dry_run else "removed"
+    console.print(f"{len(result.removed)} run(s) older than {days:g} days {verb}")
+    if result.failed_kept:
+        console.print(
+            f"{len(result.failed_kept)} failed run(s) older than that kept, e.g. {result.failed_kept[0]}: "
+            "resume them (ohlcv workflows resume ID), cancel them (ohlcv workflows cancel ID), or prune with --include-failed"
+        )
 
 
 @workflows_app.command("show")

@@ -90,21 +90,17 @@ def maintain(
 ) -> None:
     """Compact small files of closed partitions, expire old snapshots, delete unreferenced files."""
     from ohlcv.catalog import open_catalog
-    from ohlcv.upkeep import compact_all, expire_all, remove_unreferenced_all
+    from ohlcv.upkeep import run_upkeep_step
 
     moment = parse_time(as_of, "--as-of") if as_of else utc_now()
     settings = command_settings(writes=True)
     catalog = open_catalog(settings)
-    by_name = {c.table: c for c in compact_all(catalog, settings.namespace, moment)}
-    expired = expire_all(catalog, settings.namespace, moment - timedelta(days=settings.snapshot_days))
-    removed = remove_unreferenced_all(catalog, settings.namespace, moment)
-    table = Table("table", "partitions compacted", "files before", "files after", "snapshots expired", "files deleted", "bytes freed")
-    for orphans in removed:
-        name = orphans.table
-        c = by_name.get(name)
-        table.add_row(
-            name, f"{c.partitions:,}" if c else "", f"{c.files_before:,}" if c else "", f"{c.files_after:,}" if c else "",
-            f"{expired[name]:,}", f"{orphans.deleted:,}", f"{orphans.bytes:,}",
-        )
+    # The daily upkeep's own steps (minus retention, which has its command): one implementation.
+    steps = ("compact", "expire", "orphans")
+    outcomes = {step: run_upkeep_step(step, catalog, settings.namespace, moment, settings.snapshot_days) for step in steps}
+    table = Table("table", "compacted", "snapshots expired", "unreferenced files deleted")
+    for name in outcomes["orphans"]:
+        table.add_row(name, *(outcomes[step].get(name, "") for step in steps))
     show(table)
-    console.print(f"snapshots older than {settings.snapshot_days:g} days expired; files younger than an hour are never deleted")
+    console.print(f"snapshots older than {settings.snapshot_days:g} days before {moment:%Y-%m-%d %H:%M} expired; "
+                  "files younger than an hour by the wall clock are never deleted")

@@ -1,5 +1,9 @@
 """Ray metrics of the pipeline, shown by the Ray dashboard's metrics view (Prometheus).
 
+Every series carries exactly one `timeframe` label (a timeframe's name, or "upkeep"); a step
+shared by several timeframes (a backfill chunk) is recorded once for each. The Grafana board in
+deploy/grafana queries these names with Ray's `ray_` prefix.
+
 Metric objects are created lazily, once per process, because `ray.util.metrics` needs a
 connected Ray worker. Recording never raises: metrics must not fail a run.
 """
@@ -26,7 +30,7 @@ def _metrics():
         ),
         "candles": m.Counter("ohlcv_candles_written_total", "Candles inserted or updated.", ("timeframe",)),
         "validation": m.Counter("ohlcv_validation_failures_total", "Failed audit checks.", ("timeframe", "check")),
-        "freshness": m.Gauge("ohlcv_freshness_lag_seconds", "Now minus the end of the newest published window.", ("timeframe",)),
+        "freshness": m.Gauge("ohlcv_freshness_lag_seconds", "Now minus the end of the newest window a scheduled tick published (backfills leave it alone).", ("timeframe",)),
     }
 
 

@@ -15,9 +15,10 @@ from datetime import datetime, timezone
 from ohlcv.timeframes import TIMEFRAMES, Timeframe
 from ohlcv.windows import as_utc
 
-__all__ = ["UPKEEP", "tick_workflow_id", "upkeep_workflow_id", "backfill_workflow_id", "parse_scheduled_id"]
+__all__ = ["UPKEEP", "tick_workflow_id", "upkeep_workflow_id", "backfill_workflow_id", "parse_scheduled_id", "run_time"]
 
 _TICK_ID = re.compile(r"^ohlcv-(?P<tf>[0-9a-z]+)-(?P<at>\d{8}T\d{4}Z)$")
+_BACKFILL_ID = re.compile(r"^ohlcv-backfill-.+-at-(?P<at>\d{8}T\d{6}Z)$")
 UPKEEP = "upkeep"  # the name of the daily upkeep job, as the scheduler and the ids know it
 
 
@@ -40,3 +41,16 @@ def parse_scheduled_id(workflow_id: str) -> tuple[str, datetime] | None:
     if not match or (match["tf"] not in TIMEFRAMES and match["tf"] != UPKEEP):
         return None
     return match["tf"], datetime.strptime(match["at"], "%Y%m%dT%H%MZ").replace(tzinfo=timezone.utc)
+
+
+def run_time(workflow_id: str) -> datetime | None:
+    """The time a run's id names (a tick's as-of, the upkeep's tick, a backfill's invocation), or
+    None for an id this platform did not make. Run history is ordered and pruned by it: reading
+    it costs nothing, where Ray's own start time is one storage read per run."""
+    scheduled = parse_scheduled_id(workflow_id)
+    if scheduled is not None:
+        return scheduled[1]
+    match = _BACKFILL_ID.match(workflow_id)
+    if match is None:
+        return None
+    return datetime.strptime(match["at"], "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc)

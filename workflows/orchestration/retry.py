@@ -3,7 +3,7 @@
 Each try runs in a child Ray task, so that a try past its timeout can really be stopped: the
 child is force-cancelled (its worker killed), and an `on_timeout` hook can stop work the child
 started elsewhere (the Spark job it asked the Spark service for). Retry decisions follow the
-error's type: TerminalError fails the step at once, TransientError and lost workers are tried
+error's type (`failure_kinds`): a terminal error fails the step at once, a transient one is tried
 again after `delay` seconds, up to `retries` more times. Ray's own `max_retries` still covers
 the step's own worker dying: the step then starts over, journal and all.
 
@@ -22,16 +22,11 @@ from typing import Any
 from ohlcv.errors import OhlcvError, TerminalError, TransientError
 from ohlcv.settings import Settings
 from workflows.observability import metrics
-from workflows.orchestration import journal
+from workflows.orchestration import failure_kinds, journal
 
 __all__ = ["StepPolicy", "StepContext", "run_step"]
 
 log = logging.getLogger(__name__)
-
-# Errors from outside the platform that another try can cure; any other unexpected error is
-# taken for a bug, which retrying only repeats.
-_TRANSIENT_BUILTINS = (OSError, ConnectionError, TimeoutError)
-
 
 @dataclass(frozen=True)
 class StepPolicy:
@@ -49,7 +44,12 @@ class StepContext:
     workflow_id: str
     task_id: str
     step: str  # plan, aggregate, validate, commit, summarize
-    timeframe: str  # the timeframe, or a comma list for a multi-timeframe chunk
+    timeframe: str  # the timeframe, or a comma list for a multi-timeframe chunk ("upkeep" for the upkeep)
+
+    @property
+    def timeframes(self) -> list[str]:
+        """One name each: every metric carries a single timeframe label."""
+        return self.timeframe.split(",")
 
 
 def _run_in_child(workflow_id: str, task_id: str, fn: Callable[..., Any], args: tuple) -> Any:
@@ -65,21 +65,8 @@ def _now() -> str:
 
 def _classify(exc: BaseException) -> tuple[str, BaseException]:
     """(outcome, the error people should see) for an exception from a child try."""
-    import ray
-
-    if isinstance(exc, ray.exceptions.RayTaskError):
-        cause = getattr(exc, "cause", None)
-        if cause is not None and not isinstance(cause, ray.exceptions.RayError):
-            exc = cause
-    if isinstance(exc, TerminalError):
-        return "terminal", exc
-    if isinstance(exc, TransientError):
-        return "transient", exc
-    if isinstance(exc, ray.exceptions.RayError):  # a worker or actor died, an object was lost
-        return "transient", TransientError(f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:300]}")
-    if isinstance(exc, _TRANSIENT_BUILTINS):
-        return "transient", TransientError(f"{type(exc).__name__}: {exc}")
-    return "terminal", TerminalError(f"unexpected {type(exc).__name__}: {exc}")
+    error = failure_kinds.classify(exc)
+    return ("terminal" if isinstance(error, TerminalError) else "transient"), error
 
 
 def run_step(
@@ -120,7 +107,8 @@ def run_step(
             attempt.update(ended=_now(), seconds=round(seconds, 3), outcome="ok")
             entry.update(status="SUCCESSFUL", summary=summarize(result) if summarize else None)
             journal.record(ctx.workflow_id, ctx.task_id, entry)
-            metrics.step_finished(ctx.timeframe, ctx.step, seconds)
+            for name in ctx.timeframes:  # a chunk's step took this long for each of its timeframes
+                metrics.step_finished(name, ctx.step, seconds)
             log.info("done in %.2fs (try %d)", seconds, attempt["attempt"])
             return result
 
@@ -135,7 +123,8 @@ def run_step(
             if hasattr(error, "report"):  # an audit failure: keep every check, count and example
                 entry["report"] = error.report.to_dict()
             journal.record(ctx.workflow_id, ctx.task_id, entry)
-            metrics.run_finished(ctx.timeframe, "failed")
+            for name in ctx.timeframes:
+                metrics.run_finished(name, "failed")
             log.error("%s failed (%s after %d tries): %s", ctx.task_id, outcome, number, error)
             raise error
         log.warning("%s try %d failed (%s), retrying in %gs: %s", ctx.task_id, number, outcome, policy.delay, error)

@@ -22,6 +22,7 @@ from ohlcv.timeframes import TIMEFRAMES, Timeframe
 from ohlcv.validate import AuditFailed, audit_candles
 from ohlcv.publish import candles_in, commit_chunk
 from ohlcv.windows import Chunk, WindowRange
+from ohlcv.upkeep import TABLE_UPKEEP_STEPS, run_upkeep_step
 from workflows import _ray_compat
 from workflows.observability import logs, metrics
 from workflows.orchestration import failpoints
@@ -32,9 +33,8 @@ __all__ = ["plan_step", "tick_plan_step", "aggregate_step", "validate_step", "co
 
 log = logging.getLogger(__name__)
 
-# The daily upkeep, in order: drop expired partitions first (less to compact), then compact,
-# then expire snapshots (the compaction's replaced files become unreferenced), then delete them.
-UPKEEP_STEPS = ("retention", "compact", "expire", "orphans")
+# The daily upkeep: the table upkeep in its order, then the run history older than its window.
+UPKEEP_STEPS = (*TABLE_UPKEEP_STEPS, "runs")
 
 
 def _context(step: str, chunks: list[Chunk], job: str | None = None) -> StepContext:
@@ -174,14 +174,15 @@ def validate_step(settings: Settings, work: Chunk | TickPlan, aggregated: Aggreg
 # ---------------------------------------------------------------------------------------- commit
 
 
-def _commit_work(settings: Settings, chunk: Chunk, aggregated: Aggregated) -> list[CommitResult]:
+def _commit_work(settings: Settings, chunk: Chunk, aggregated: Aggregated, scheduled: bool) -> list[CommitResult]:
     failpoints.hit(settings, "commit")
     # The wall clock stamps created_at/updated_at: when the candle was really written.
     now = datetime.now(timezone.utc)
     results = commit_chunk(settings, chunk, aggregated.candles, now, aggregated.trades_snapshot)
     for tf, result in zip(chunk.timeframes, results):
         metrics.candles_written(tf.name, result.inserted + result.updated)
-        metrics.freshness_lag(tf.name, (now - result.range.end).total_seconds())
+        if scheduled:  # a backfill of last year says nothing about how fresh the tables are
+            metrics.freshness_lag(tf.name, (now - result.range.end).total_seconds())
     return results
 
 
@@ -198,7 +199,9 @@ def commit_step(settings: Settings, work: Chunk | TickPlan, aggregated: Aggregat
     """`audit` is the validate step's output: its presence means the candles passed."""
     chunk = _chunk(work)
     ctx = _context("commit", [chunk])
-    results = run_step(ctx, StepPolicy.from_settings(settings), _commit_work, (settings, chunk, aggregated), summarize=_commit_summary)
+    scheduled = isinstance(work, TickPlan)
+    results = run_step(ctx, StepPolicy.from_settings(settings), _commit_work, (settings, chunk, aggregated, scheduled),
+                       summarize=_commit_summary)
     if final:
         for tf in chunk.timeframes:
             metrics.run_finished(tf.name, "succeeded")
@@ -217,47 +220,20 @@ def summarize_step(settings: Settings, chunks: list[Chunk], *commits: list[Commi
 # ---------------------------------------------------------------------------------------- upkeep
 
 
-def _retention_work(settings: Settings, at: datetime) -> dict:
-    from ohlcv.retention import retention_all
+def _upkeep_work(settings: Settings, step: str, at: datetime) -> dict:
+    failpoints.hit(settings, step)
+    if step == "runs":
+        from workflows.orchestration import history
 
-    failpoints.hit(settings, "retention")
-    results = retention_all(open_catalog(settings), settings.namespace, at)
-    return {r.table: f"{len(r.partitions)} partitions, {r.rows} rows before {r.cutoff:%Y-%m-%d}" for r in results}
-
-
-def _compact_work(settings: Settings, at: datetime) -> dict:
-    from ohlcv.upkeep import compact_all
-
-    failpoints.hit(settings, "compact")
-    return {r.table: f"{r.partitions} partitions, {r.files_before} -> {r.files_after} files" for r in compact_all(open_catalog(settings), settings.namespace, at)}
-
-
-def _expire_work(settings: Settings, at: datetime) -> dict:
-    from datetime import timedelta
-
-    from ohlcv.upkeep import expire_all
-
-    failpoints.hit(settings, "expire")
-    return expire_all(open_catalog(settings), settings.namespace, at - timedelta(days=settings.snapshot_days))
-
-
-def _orphans_work(settings: Settings, at: datetime) -> dict:
-    from ohlcv.upkeep import remove_unreferenced_all
-
-    failpoints.hit(settings, "orphans")
-    # The wall clock, not the tick: the grace period protects commits in flight right now.
-    now = datetime.now(timezone.utc)
-    return {r.table: f"{r.deleted} files, {r.bytes} bytes" for r in remove_unreferenced_all(open_catalog(settings), settings.namespace, now)}
-
-
-_UPKEEP_WORK = {"retention": _retention_work, "compact": _compact_work, "expire": _expire_work, "orphans": _orphans_work}
+        return history.prune(at - timedelta(days=settings.run_history_days)).summary()
+    return run_upkeep_step(step, open_catalog(settings), settings.namespace, at, settings.snapshot_days)
 
 
 @ray.remote
 def upkeep_step(settings: Settings, step: str, at: datetime, after: object = None) -> dict:
-    """One step of the daily upkeep: retention, compact, expire or orphans (in that order)."""
+    """One step of the daily upkeep: retention, compact, expire, orphans or runs (in that order)."""
     ctx = _context(step, [], job="upkeep")
-    result = run_step(ctx, StepPolicy.from_settings(settings), _UPKEEP_WORK[step], (settings, at), summarize=lambda r: r)
-    if step == "orphans":
+    result = run_step(ctx, StepPolicy.from_settings(settings), _upkeep_work, (settings, step, at), summarize=lambda r: r)
+    if step == UPKEEP_STEPS[-1]:
         metrics.run_finished("upkeep", "succeeded")
     return result

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -25,9 +26,10 @@ from typing import Protocol
 
 from workflows.scheduling.cron import CATCH_UP_LIMIT, Scheduled, catch_up, due_ticks, next_tick
 
-__all__ = ["Launcher", "Event", "Scheduler"]
+__all__ = ["Launcher", "Event", "Scheduler", "EVENTS_KEPT"]
 
 log = logging.getLogger(__name__)
+EVENTS_KEPT = 1000
 
 
 class Launcher(Protocol):
@@ -57,7 +59,8 @@ class Scheduler:
     catchup: str = "coalesce"
     overlap: str = "skip"
     max_sleep: float = 30.0
-    events: list[Event] = field(default_factory=list)
+    # The newest events only: a scheduler runs for months, firing about 460 ticks a day.
+    events: deque[Event] = field(default_factory=lambda: deque(maxlen=EVENTS_KEPT))
     on_event: Callable[[Event], None] | None = None
 
     def __post_init__(self) -> None:

@@ -15,13 +15,15 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
 import time
 import uuid
 from datetime import datetime
 
-from ohlcv.errors import ConfigError, OhlcvError, SchemaMismatch, ServiceUnavailable, TransientError
+from ohlcv.errors import ConfigError, OhlcvError, ServiceUnavailable
 from ohlcv.settings import Settings
 from workflows import _ray_compat
+from workflows.orchestration import failure_kinds
 from workflows.runtime import NAMESPACE, ensure_ray, head_affinity, import_ray
 from workflows.spark.java import require_java
 from workflows.spark.sizing import SparkSizing, plan_sizing, spark_configs
@@ -38,27 +40,39 @@ class SparkService:
     """Holds the RayDP Spark session; every public method is one request from a caller."""
 
     def __init__(self, sizing: SparkSizing, app_name: str) -> None:
-        # Spark's Python workers run whatever PYSPARK_PYTHON names ("python3" on PATH by
-        # default), which lacks this environment's packages.
-        os.environ["PYSPARK_PYTHON"] = sys.executable
-        require_java()
-        import raydp
-
+        # Nothing that can fail here: an error in an actor's constructor reaches callers only as
+        # text inside ActorDiedError, while an error in `start` keeps its type (ConfigError).
         self.sizing = sizing
         self.app_name = app_name
-        started = time.monotonic()
-        try:
-            self.spark = raydp.init_spark(
-                app_name, sizing.executors, sizing.executor_cores, sizing.executor_memory,
-                placement_group_strategy=sizing.placement, configs=spark_configs(sizing),
-            )
-        except BaseException:
-            raydp.stop_spark()
-            raise
-        self.spark.sparkContext.setLogLevel("WARN")
-        self.startup_seconds = time.monotonic() - started
+        self.spark = None
+        self.startup_seconds = 0.0
         self.requests = 0
         self._catalogs: dict[tuple[str, str], object] = {}
+        self._starting = threading.Lock()
+
+    def start(self) -> dict:
+        """Start the Spark session unless it runs; every caller waits for the same start."""
+        with self._starting:
+            if self.spark is None:
+                # Spark's Python workers run whatever PYSPARK_PYTHON names ("python3" on PATH by
+                # default), which lacks this environment's packages.
+                os.environ["PYSPARK_PYTHON"] = sys.executable
+                require_java()
+                import raydp
+
+                started = time.monotonic()
+                try:
+                    spark = raydp.init_spark(
+                        self.app_name, self.sizing.executors, self.sizing.executor_cores, self.sizing.executor_memory,
+                        placement_group_strategy=self.sizing.placement, configs=spark_configs(self.sizing),
+                    )
+                except BaseException:
+                    raydp.stop_spark()
+                    raise
+                spark.sparkContext.setLogLevel("WARN")
+                self.startup_seconds = time.monotonic() - started
+                self.spark = spark
+        return self.info()
 
     def info(self) -> dict:
         return {
@@ -112,7 +126,7 @@ class SparkService:
         except OhlcvError:
             raise
         except Exception as exc:  # py4j errors are not picklable: pass on their meaning, not the object
-            raise _spark_error(exc) from None
+            raise failure_kinds.classify(exc) from None
 
     def aggregate(
         self,
@@ -186,15 +200,6 @@ class SparkService:
         raydp.stop_spark()
 
 
-def _spark_error(exc: Exception) -> OhlcvError:
-    from pyspark.errors import AnalysisException
-
-    first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:500]
-    if isinstance(exc, AnalysisException):
-        return SchemaMismatch(f"Spark could not plan the aggregation: {first_line}")
-    return TransientError(f"the Spark job failed: {type(exc).__name__}: {first_line}")
-
-
 def start_service(settings: Settings) -> None:
     """Begin starting the Spark service, without waiting for it.
 
@@ -203,7 +208,7 @@ def start_service(settings: Settings) -> None:
     """
     ensure_ray(settings)
     if _existing_service() is None:
-        _create(settings)
+        _create(settings).start.remote()
 
 
 def _existing_service():
@@ -240,20 +245,28 @@ def spark_service(settings: Settings):
     if not settings.ray_address and not ray.is_initialized():
         require_java()  # fail before paying for a local Ray start; remote nodes check their own Java
     ensure_ray(settings)
-    running = _existing_service()
-    if running is not None:
-        return running
-    handle = _create(settings)
+    handle = _existing_service() or _create(settings)
     try:
-        # Not `call`: a failed __init__ surfaces as an actor error whose text holds the cause.
-        info = ray.get(handle.info.remote())
+        info = ray.get(handle.start.remote())  # at once when it runs; else waits for the one start
     except Exception as exc:
-        # A missing prerequisite (no Java on the node) will not heal by retrying: terminal.
         log.warning("the Spark service did not start: %s", exc)  # the whole story, for the step's log
-        kind = ConfigError if "ConfigError: " in str(exc) else ServiceUnavailable
-        raise kind(f"the Spark service did not start: {_root_message(exc)}") from None
-    log.info("Spark service %s started in %.1fs", info["app_name"], info["startup_seconds"])
+        _kill(handle)
+        error = failure_kinds.classify(exc)
+        # A missing prerequisite (no Java on the node) stays terminal; anything else transient:
+        # a service that failed to start is worth another try on a fresh actor.
+        if not isinstance(error, ConfigError):
+            error = ServiceUnavailable(f"the Spark service did not start: {error}")
+        raise error from None
+    if info["requests"] == 0:
+        log.info("Spark service %s up (started in %.1fs)", info["app_name"], info["startup_seconds"])
     return handle
+
+
+def _kill(handle) -> None:
+    try:
+        import_ray().kill(handle)
+    except Exception:  # noqa: BLE001 - already gone
+        pass
 
 
 def live_executors() -> int:
@@ -281,13 +294,3 @@ def stop_service() -> bool:
     finally:
         ray.kill(handle)
     return True
-
-
-def _root_message(exc: BaseException) -> str:
-    text = str(exc)
-    for marker in ("ConfigError: ", "ServiceUnavailable: ", "OhlcvError: "):
-        if marker in text:
-            return text.split(marker, 1)[1].splitlines()[0]
-    lines = text.strip().splitlines()
-    cause = next((line.strip() for line in lines if "died because" in line), None)  # an ActorDiedError's reason
-    return cause or (lines[-1] if lines else type(exc).__name__)
