@@ -15,12 +15,12 @@ from workflows.scheduling.loop import EVENTS_KEPT, Scheduler
 from workflows.scheduling.cron import latest_tick
 
 
-@ray.remote
+@ray.remote(num_cpus=0)  # the session's Spark executors hold its CPUs
 def _done() -> int:
     return 1
 
 
-@ray.remote
+@ray.remote(num_cpus=0)  # the session's Spark executors hold its CPUs
 def _fails() -> int:
     raise ValueError("failed on purpose")
 
