@@ -347,7 +347,8 @@ def commit_candles(
 
     With `expect_watermark` (a trades snapshot id, or None for a table that records none), the
     table must still record that one when the commit lands, or another writer absorbed trades
-    first: CommitConflict, and the retry plans again. Candle tables commit without pyiceberg's
+    first: CommitConflict (unless that writer absorbed the very snapshot `watermark` names). The
+    commit step's retries reuse the run's plan, so such a run fails; the next tick plans afresh. Candle tables commit without pyiceberg's
     own rebasing retries (see catalog.py), so that check and the commit are one atomic step.
     """
     name = table.name()[-1]
@@ -362,7 +363,10 @@ def commit_candles(
     table.refresh()
     current = recorded_watermark(table)
     current_id = current.snapshot_id if current is not None else None
-    if expect_watermark is not ANY_WATERMARK and current_id != expect_watermark:
+    # Another writer that absorbed exactly the trades snapshot these candles come from skipped
+    # nothing of ours: moving on from there is safe (a backfill and a tick reading one snapshot).
+    same_snapshot = watermark is not None and current_id == watermark.snapshot_id
+    if expect_watermark is not ANY_WATERMARK and current_id != expect_watermark and not same_snapshot:
         raise CommitConflict(
             f"{name}: its watermark moved from trades snapshot {expect_watermark} to {current_id} since this run planned: "
             "another writer absorbed those trades first"

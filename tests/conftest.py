@@ -24,6 +24,9 @@ _OUR_VARIABLES = ("OHLCV_", "RAY_ADDRESS", "AWS_")
 # clusters tests start as subprocesses) lives seconds to minutes: C1 alone and the serial GC cost
 # a third less CPU than HotSpot's defaults there, and the suite is CPU-bound on 2 cores.
 os.environ.setdefault("JAVA_TOOL_OPTIONS", "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC")
+# Where `ohlcv up` records its local Ray: the tests' own, so that no test (nor any `ohlcv`
+# process a test starts) joins a developer's warm Ray.
+os.environ["XDG_STATE_HOME"] = tempfile.mkdtemp(prefix="ohlcv-test-state-")
 # A PostgreSQL server for the catalog tests, given by CI; read now, before the isolation below.
 POSTGRES_URI = os.environ.get("OHLCV_TEST_POSTGRES_URI")
 

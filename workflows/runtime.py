@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import warnings
 
 from ohlcv.errors import ConfigError, OhlcvError, ServiceUnavailable
@@ -15,7 +16,7 @@ from ohlcv.settings import Settings
 from workflows import _ray_compat
 
 __all__ = [
-    "NAMESPACE", "ensure_ray", "import_ray", "import_workflow", "require_workflow_storage", "call", "head_affinity",
+    "NAMESPACE", "ensure_ray", "check_workflow_storage", "import_ray", "import_workflow", "require_workflow_storage", "call", "head_affinity",
     "pin_workflow_actors_to_head",
 ]
 
@@ -41,14 +42,12 @@ def ensure_ray(settings: Settings) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         try:
-            if settings.ray_address:
-                ray.init(address=settings.ray_address, **common)
+            warm = None if settings.ray_address else _warm_local_ray(settings)
+            if settings.ray_address or warm is not None:
+                ray.init(address=settings.ray_address or warm.address, **common)
             else:
                 os.environ.pop("RAY_ADDRESS", None)
-                # Ray would create a missing bucket itself, and wait out a dead endpoint for
-                # seconds: check it first, and say what is wrong in one line.
-                check_bucket(settings.resolved_workflow_storage, settings.s3_endpoint, settings.s3_region,
-                             "OHLCV_WORKFLOW_STORAGE", write=True)
+                check_workflow_storage(settings)
                 # Ray Workflows keeps its checkpoints in the cluster's storage; Ray 2.47 warns
                 # that this setting is deprecated, and 2.47 is pinned for Ray Workflows itself.
                 warnings.filterwarnings("ignore", message="Cluster-wide storage configuration is deprecated")
@@ -65,6 +64,35 @@ def ensure_ray(settings: Settings) -> None:
                 raise
             raise ConfigError(described) from None
     log.info("connected to Ray (%s)", settings.ray_address or "local")
+
+
+def check_workflow_storage(settings: Settings) -> None:
+    """Ray would create a missing bucket itself, and wait out a dead endpoint for seconds: check
+    the workflow storage before a local Ray starts on it, and say what is wrong in one line."""
+    check_bucket(settings.resolved_workflow_storage, settings.s3_endpoint, settings.s3_region,
+                 "OHLCV_WORKFLOW_STORAGE", write=True)
+
+
+def _warm_local_ray(settings: Settings):
+    """The head `ohlcv up` started, when it lives and keeps this command's workflow storage;
+    what is found is said once on stderr."""
+    from workflows import local_ray
+
+    head = local_ray.find()
+    if head is None:
+        return None
+    if not head.alive():
+        print(f"the local Ray of `ohlcv up` (pid {head.pid}) is gone: this command starts its own; "
+              "`ohlcv up` starts a fresh one", file=sys.stderr)
+        local_ray.forget(head)
+        return None
+    if head.storage != settings.ray_storage_uri:
+        print(f"not using the local Ray of `ohlcv up`: it keeps its runs in {head.storage}, "
+              f"this command in {settings.ray_storage_uri}", file=sys.stderr)
+        return None
+    print(f"using the local Ray started by `ohlcv up` at {head.address} (dashboard {head.dashboard}); "
+          "`ohlcv down` stops it", file=sys.stderr)
+    return head
 
 
 def import_workflow():

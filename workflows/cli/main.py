@@ -16,7 +16,7 @@ import typer
 import typer.exceptions
 
 from ohlcv.errors import OhlcvError
-from workflows.cli import data, demo, operations, quality, runs, storage
+from workflows.cli import data, demo, local, operations, quality, runs, storage
 from workflows.cli.common import errors, storage_problem
 
 __all__ = ["app", "main"]
@@ -39,7 +39,7 @@ def _root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks and
 # The order here is the order of `ohlcv --help`.
 for command in (
     data.init, data.generate, data.ingest, runs.run, runs.backfill, data.candles, demo.demo,
-    quality.validate, quality.retention, quality.maintain, operations.schedule, operations.status,
+    quality.validate, quality.retention, quality.maintain, operations.schedule, operations.status, local.up, local.down,
 ):
     app.command()(command)
 app.add_typer(operations.workflows_app, name="workflows")

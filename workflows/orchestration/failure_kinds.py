@@ -72,6 +72,7 @@ _DATA_FILE_PATH = re.compile(r"((?:[a-z][a-z0-9+.-]*:/|/)[^\s,;'\"\]\[]+?\.(?:pa
 
 def classify(exc: BaseException) -> OhlcvError:
     """The platform's error for `exc`: a TerminalError or a TransientError subclass, one line."""
+    exc = _unwrapped(exc)
     if isinstance(exc, OhlcvError):
         return exc
     java = _java_throwable(exc)
@@ -110,6 +111,21 @@ def _classify_python(exc: BaseException) -> OhlcvError:
     if _is(exc, "sqlalchemy.exc", "OperationalError"):  # the catalog database is busy or away
         return TransientError(f"the catalog database: {text}")
     return TerminalError(f"unexpected {name}: {text} (a bug: please report it with `ohlcv --debug`)")
+
+
+def _unwrapped(exc: BaseException) -> BaseException:
+    """The error a Ray task raised, instead of Ray's wrapper. The wrapper is an instance of the
+    task's error class too (`RayTaskError(ConfigError)`), with a remote traceback for its text."""
+    try:
+        import ray.exceptions as rex
+    except ImportError:  # pragma: no cover - Ray is a dependency
+        return exc
+    while isinstance(exc, rex.RayTaskError):
+        cause = getattr(exc, "cause", None)
+        if cause is None or isinstance(cause, rex.RayError) or cause is exc:
+            break
+        exc = cause
+    return exc
 
 
 def _ray_error(exc: BaseException) -> OhlcvError | None:

@@ -208,7 +208,8 @@ def start_service(settings: Settings) -> None:
     """
     ensure_ray(settings)
     if _existing_service() is None:
-        _create(settings).start.remote()
+        handle = _create(settings)  # in a variable: a method called on a temporary handle fails
+        handle.start.remote()
 
 
 def _existing_service():

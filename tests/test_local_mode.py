@@ -1,0 +1,67 @@
+"""The warm local mode: `ohlcv up` starts a local Ray head and the Spark service in the
+background, later commands find it without RAY_ADDRESS and say so once, a crashed one is
+detected and left alone, and `ohlcv down` stops it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from headnode import BIN
+
+pytestmark = [pytest.mark.slow, pytest.mark.own_cluster]
+USING = "using the local Ray started by `ohlcv up`"
+
+
+def ohlcv(env: dict[str, str], *args: str, expect: int = 0) -> tuple[subprocess.CompletedProcess, float]:
+    started = time.monotonic()
+    result = subprocess.run([str(BIN / "ohlcv"), *args], env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == expect, f"ohlcv {' '.join(args)}: {result.stdout}\n{result.stderr}"
+    return result, time.monotonic() - started
+
+
+def test_up_warms_ray_and_spark_for_later_commands_and_down_stops_them(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OHLCV_", "RAY_ADDRESS"))}
+    env.update(OHLCV_WAREHOUSE=str(tmp_path / "warehouse"), XDG_STATE_HOME=str(tmp_path / "state"),
+               PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}")
+    ohlcv(env, "init")
+    ohlcv(env, "generate", "--out", str(tmp_path / "day.parquet"), "--start", "2024-06-03", "--end", "2024-06-04",
+          "--symbols", "2", "--exchanges", "1", "--trades-per-day", "4000")
+    ohlcv(env, "ingest", str(tmp_path / "day.parquet"))
+
+    up, up_seconds = ohlcv(env, "up")
+    assert "Spark service ready" in up.stdout, up.stdout
+    state = tmp_path / "state" / "ohlcv" / "local-ray.json"
+    head = json.loads(state.read_text())
+    assert head["storage"] == (tmp_path / "warehouse" / "workflow-storage").as_uri() or "workflow-storage" in head["storage"]
+    try:
+        tick, tick_seconds = ohlcv(env, "run", "--timeframe", "1m", "--as-of", "2024-06-03T12:00Z")
+        assert tick.stderr.count(USING) == 1, tick.stderr  # said once
+        assert "gold_ohlcv_1m" in tick.stdout
+        shown, candles_seconds = ohlcv(env, "candles", "--symbol", "BTC-USDT", "--timeframe", "1m",
+                                       "--start", "2024-06-03T11:50Z", "--end", "2024-06-03T12:00Z", "--format", "csv")
+        assert shown.stdout.count("\n") > 1
+        again, _ = ohlcv(env, "up")
+        assert "already up" in again.stdout and json.loads(state.read_text()) == head
+        print(f"up {up_seconds:.1f}s, run 1m {tick_seconds:.1f}s, candles {candles_seconds:.1f}s")
+
+        # A head that crashed: commands say so once, do without it, and forget it.
+        os.killpg(head["pid"], signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while Path(f"/proc/{head['pid']}").exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        listed, _ = ohlcv(env, "workflows", "list")
+        assert "is gone: this command starts its own" in listed.stderr and USING not in listed.stderr
+        assert "ohlcv-1m-20240603T1200Z" in listed.stdout  # the runs live in the storage, not the head
+        assert not state.exists()
+    finally:
+        down, _ = ohlcv(env, "down")
+    assert "no local Ray" in down.stdout or "stopped" in down.stdout
+    leftovers = subprocess.run(["pgrep", "-f", head["temp_dir"]], capture_output=True, text=True).stdout.split()
+    assert not leftovers, leftovers

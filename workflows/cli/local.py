@@ -1,0 +1,52 @@
+"""`ohlcv up` and `ohlcv down`: the warm local mode (see workflows/local_ray.py)."""
+
+from __future__ import annotations
+
+import time
+
+from ohlcv.errors import InputError
+from workflows.cli.common import command_settings, console, require_spark_prerequisites
+
+__all__ = ["up", "down"]
+
+
+def up() -> None:
+    """Start a local Ray head in the background, with the Spark service warm: later commands on
+    this machine use it (no RAY_ADDRESS needed) until `ohlcv down`."""
+    from workflows import local_ray
+    from workflows.runtime import check_workflow_storage, ensure_ray
+    from workflows.spark.service import spark_service
+
+    started = time.monotonic()
+    settings = command_settings(writes=True)
+    if settings.ray_address:
+        raise InputError(f"RAY_ADDRESS is set ({settings.ray_address}): commands use that cluster; unset it for a local one")
+    head = local_ray.find()
+    if head is not None and head.alive() and head.storage == settings.ray_storage_uri:
+        console.print(f"already up: Ray at {head.address}, dashboard {head.dashboard}")
+    else:
+        if head is not None:
+            reason = "its workflow storage differs" if head.alive() else "it is gone"
+            console.print(f"replacing the local Ray at {head.address} ({reason})")
+            local_ray.stop(head)
+        check_workflow_storage(settings)
+        head = local_ray.start(settings.ray_storage_uri)
+        console.print(f"Ray is up at {head.address}, dashboard {head.dashboard}, runs in {head.storage}")
+    settings = settings.with_overrides(ray_address=head.address)
+    require_spark_prerequisites(settings)
+    ensure_ray(settings)
+    spark_service(settings)  # waits for the session: the next command finds it warm
+    console.print(f"Spark service ready ({time.monotonic() - started:.0f}s); "
+                  "commands on this machine use this Ray until `ohlcv down`")
+
+
+def down() -> None:
+    """Stop the local Ray head (and its Spark service) that `ohlcv up` started."""
+    from workflows import local_ray
+
+    head = local_ray.find()
+    if head is None:
+        console.print("no local Ray from `ohlcv up` is running")
+        return
+    local_ray.stop(head)
+    console.print(f"stopped the local Ray at {head.address}")
