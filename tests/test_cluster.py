@@ -23,7 +23,7 @@ from ohlcv.windows import tick_range
 from workflows.orchestration import failpoints
 from workflows.scheduling.cron import latest_tick
 
-pytestmark = [pytest.mark.slow, pytest.mark.own_cluster]
+pytestmark = [pytest.mark.slow, pytest.mark.own_cluster(seconds=300)]
 
 REPO = Path(__file__).resolve().parent.parent
 START, END = utc(2024, 6, 3), utc(2024, 6, 4)

@@ -200,22 +200,30 @@ def test_two_writers_never_move_the_watermark_backwards(settings, catalog, spark
     late_scenario(settings, catalog, tmp_path)
     as_of = utc(2024, 3, 12, 0, 5)
     table = load_candles(catalog, "market_data", ONE_MINUTE)
-    # Both plan from the same watermark; the first to commit wins, the second must start over.
-    slow = plan_tick(load_trades(catalog, "market_data"), table, ONE_MINUTE, as_of, WEEK)
-    run_tick_direct(settings, ONE_MINUTE, as_of, utc(2030, 1, 1))
-    winner = recorded_watermark(load_candles(catalog, "market_data", ONE_MINUTE)).snapshot_id
     from workflows.spark.client import aggregate_chunk
 
+    # Both plan from the same watermark. The slow one computes from the trades of then; the
+    # winner, after one more trade landed, absorbs that too and commits first.
+    slow = plan_tick(load_trades(catalog, "market_data"), table, ONE_MINUTE, as_of, WEEK)
     aggregated = aggregate_chunk(settings, slow.chunk)
     ingest_rows(settings, catalog, [trade("kraken", "ETH-USDT", "x", 5.0, 1.0, utc(2024, 3, 3, 1))], tmp_path, "more", utc(2024, 3, 12))
+    run_tick_direct(settings, ONE_MINUTE, as_of, utc(2030, 1, 1))
+    winner = recorded_watermark(load_candles(catalog, "market_data", ONE_MINUTE)).snapshot_id
+    assert winner == load_trades(catalog, "market_data").current_snapshot().snapshot_id != aggregated.trades_snapshot
+    # The slow one would move the watermark back, and lose the late trade: it must start over.
     with pytest.raises(CommitConflict, match="watermark moved"):
         commit_chunk(settings, slow.chunk, aggregated.candles, utc(2030, 1, 1), aggregated.trades_snapshot)
     assert recorded_watermark(load_candles(catalog, "market_data", ONE_MINUTE)).snapshot_id == winner
-    # Its retry plans again from the winner's watermark and absorbs what came since.
-    run_tick_direct(settings, ONE_MINUTE, as_of, utc(2030, 1, 1))
     assert_closed_windows_match(catalog, ONE_MINUTE, as_of, stored_trades(catalog))
-    latest = load_trades(catalog, "market_data").current_snapshot().snapshot_id
-    assert recorded_watermark(load_candles(catalog, "market_data", ONE_MINUTE)).snapshot_id == latest
+
+    # Two writers that read the same trades snapshot compute the same candles: the second
+    # commits (a backfill and a tick that raced), and the watermark stays where it is.
+    first = plan_tick(load_trades(catalog, "market_data"), load_candles(catalog, "market_data", ONE_MINUTE), ONE_MINUTE, as_of, WEEK)
+    again = aggregate_chunk(settings, first.chunk)
+    run_tick_direct(settings, ONE_MINUTE, utc(2024, 3, 12, 0, 10), utc(2030, 1, 1))
+    commit_chunk(settings, first.chunk, again.candles, utc(2030, 1, 1), again.trades_snapshot)
+    assert recorded_watermark(load_candles(catalog, "market_data", ONE_MINUTE)).snapshot_id == winner
+    assert_closed_windows_match(catalog, ONE_MINUTE, as_of, stored_trades(catalog))
 
 
 @pytest.mark.slow

@@ -15,7 +15,7 @@ import pytest
 
 from headnode import BIN
 
-pytestmark = [pytest.mark.slow, pytest.mark.own_cluster]
+pytestmark = [pytest.mark.slow, pytest.mark.own_cluster(seconds=70)]
 USING = "using the local Ray started by `ohlcv up`"
 
 

@@ -18,7 +18,7 @@ from ohlcv import timeframes
 from ohlcv.catalog import load_candles, load_trades, open_catalog
 from ohlcv.settings import from_environment
 
-pytestmark = [pytest.mark.slow, pytest.mark.own_cluster]
+pytestmark = [pytest.mark.slow, pytest.mark.own_cluster(seconds=130)]
 
 SCRIPT = Path(__file__).with_name("multinode.py")
 

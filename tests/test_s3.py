@@ -284,7 +284,7 @@ def test_the_pipeline_on_s3_matches_the_oracle(s3_settings, spark, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.own_cluster
+@pytest.mark.own_cluster(seconds=90)
 def test_the_whole_cli_flow_on_s3_leaves_nothing_on_local_disk(s3_environment, tmp_path):
     """What a new user does, with only AWS_* and OHLCV_* set: every command a process of its own."""
     bucket = s3_environment["BUCKET"]
