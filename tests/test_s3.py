@@ -215,7 +215,8 @@ def s3_with_auth():
 def test_wrong_keys_and_a_read_only_prefix_are_one_line_each(capsys, monkeypatch, s3_with_auth, tmp_path):
     url, users = s3_with_auth
     base = {"OHLCV_WAREHOUSE": "s3://guarded/warehouse", "AWS_ENDPOINT_URL": url, "AWS_REGION": "us-east-1"}
-    wrong = {**users["admin"], "AWS_SECRET_ACCESS_KEY": "x" + users["admin"]["AWS_SECRET_ACCESS_KEY"][1:]}
+    secret = users["admin"]["AWS_SECRET_ACCESS_KEY"]
+    wrong = {**users["admin"], "AWS_SECRET_ACCESS_KEY": ("y" if secret[0] == "x" else "x") + secret[1:]}  # never the right one
     err = one_line_error(capsys, {**base, **wrong, "OHLCV_CATALOG_URI": f"sqlite:///{tmp_path / 'a.db'}"}, monkeypatch, "init")
     assert "access to bucket 'guarded'" in err and "AWS_SECRET_ACCESS_KEY" in err
     assert wrong["AWS_SECRET_ACCESS_KEY"] not in err and wrong["AWS_ACCESS_KEY_ID"] not in err
