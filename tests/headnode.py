@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -19,26 +18,9 @@ import time
 import urllib.request
 from pathlib import Path
 
+from workflows.local_ray import PORT_FLAGS, free_ports, processes_naming
+
 BIN = Path(sys.executable).parent
-PORT_FLAGS = (
-    "--port", "--dashboard-port", "--ray-client-server-port", "--dashboard-agent-listen-port",
-    "--dashboard-agent-grpc-port", "--metrics-export-port", "--runtime-env-agent-port",
-    "--node-manager-port", "--object-manager-port",
-)
-
-
-def free_ports(count: int) -> list[int]:
-    sockets, ports = [], []
-    for _ in range(count):
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        sockets.append(s)
-        ports.append(s.getsockname()[1])
-    for s in sockets:
-        s.close()
-    return ports
-
-
 class HeadNode:
     def __init__(self, storage_uri: str, log_dir: Path, num_cpus: int = 2) -> None:
         self.storage_uri, self.log_dir, self.num_cpus = storage_uri, log_dir, num_cpus
@@ -116,14 +98,4 @@ class HeadNode:
         self.log.close()
 
     def _stragglers(self) -> list[int]:
-        found = []
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                text = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            except OSError:
-                continue
-            if self.temp_dir and self.temp_dir in text:
-                found.append(int(entry.name))
-        return found
+        return processes_naming(self.temp_dir) if self.temp_dir else []

@@ -24,9 +24,9 @@ from pathlib import Path
 
 from ohlcv.errors import ServiceUnavailable
 
-__all__ = ["LocalRay", "state_file", "find", "start", "stop", "forget"]
+__all__ = ["PORT_FLAGS", "LocalRay", "free_ports", "processes_naming", "state_file", "find", "start", "stop", "forget"]
 
-_PORT_FLAGS = (
+PORT_FLAGS = (
     "--port", "--dashboard-port", "--ray-client-server-port", "--dashboard-agent-listen-port",
     "--dashboard-agent-grpc-port", "--metrics-export-port", "--runtime-env-agent-port",
     "--node-manager-port", "--object-manager-port",
@@ -69,7 +69,8 @@ def find() -> LocalRay | None:
         return None
 
 
-def _free_ports(count: int) -> list[int]:
+def free_ports(count: int) -> list[int]:
+    """Distinct free loopback ports (held together while picked, so none repeats)."""
     sockets = [socket.socket() for _ in range(count)]
     for s in sockets:
         s.bind(("127.0.0.1", 0))
@@ -81,7 +82,7 @@ def _free_ports(count: int) -> list[int]:
 
 def start(storage_uri: str, num_cpus: int | None = None) -> LocalRay:
     """Start a head in the background and wait until it takes drivers; record it."""
-    ports = dict(zip(_PORT_FLAGS, _free_ports(len(_PORT_FLAGS))))
+    ports = dict(zip(PORT_FLAGS, free_ports(len(PORT_FLAGS))))
     # Short: Ray puts unix sockets in it, and socket paths are limited to about 100 bytes.
     temp_dir = tempfile.mkdtemp(prefix="ohlcv-ray-", dir="/tmp")
     log_path = Path(temp_dir) / "head.log"
@@ -118,7 +119,7 @@ def stop(head: LocalRay) -> None:
             time.sleep(0.3)
     except (ProcessLookupError, PermissionError):
         pass
-    for pid in _processes_naming(head.temp_dir):
+    for pid in processes_naming(head.temp_dir):
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
@@ -148,7 +149,7 @@ def _pid_alive(pid: int) -> bool:
         return True
 
 
-def _processes_naming(text: str) -> list[int]:
+def processes_naming(text: str) -> list[int]:
     """Processes whose command line names `text` (the head's temp dir: its raylet, GCS, workers)."""
     found = []
     for entry in Path("/proc").iterdir():

@@ -129,16 +129,12 @@ def _unwrapped(exc: BaseException) -> BaseException:
 
 
 def _ray_error(exc: BaseException) -> OhlcvError | None:
-    """Ray's own failures (a worker, actor, node or object lost) are transient; a task's error
-    is the error of the code it ran."""
+    """Ray's own failures (a worker, actor, node or object lost) are transient. A task's error
+    never gets here: `classify` unwrapped it first."""
     try:
         import ray.exceptions as rex
     except ImportError:  # pragma: no cover - Ray is a dependency
         return None
-    if isinstance(exc, rex.RayTaskError):
-        cause = getattr(exc, "cause", None)
-        if cause is not None and not isinstance(cause, rex.RayError):
-            return classify(cause)
     if isinstance(exc, rex.RayError):
         return TransientError(f"{type(exc).__name__}: {_first_line(exc)[:300]}")
     return None
