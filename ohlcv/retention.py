@@ -41,6 +41,10 @@ def partitions(table: Table) -> list[Partition]:
     if table.current_snapshot() is None:  # never written: pyiceberg's listing would raise
         return []
     listing = table.inspect.partitions()
+    # A snapshot with no manifest (a first commit that recorded only a watermark) lists no
+    # spec, so pyiceberg leaves the `partition` column out: no data file, no partition.
+    if "partition" not in listing.column_names:
+        return []
     found = []
     for row in listing.select(["partition", "record_count", "file_count"]).to_pylist():
         [value] = row["partition"].values()

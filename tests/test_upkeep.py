@@ -8,13 +8,19 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-
 from support import daily_candles, key_rows, run_chunks, utc
+
 from ohlcv import timeframes
 from ohlcv.catalog import load_candles
 from ohlcv.retention import apply_retention, cutoff, partitions
 from ohlcv.store import commit_candles
-from ohlcv.upkeep import compact, expire_snapshots, referenced_files, remove_unreferenced
+from ohlcv.upkeep import (
+    compact,
+    expire_snapshots,
+    referenced_files,
+    remove_unreferenced,
+)
+from ohlcv.watermark import Watermark
 from ohlcv.windows import WindowRange, tick_chunks
 from workflows.orchestration import journal, runs
 
@@ -120,3 +126,18 @@ def test_the_daily_upkeep_is_a_workflow_with_its_own_steps(fast, catalog, spark,
         ["retention", "compact", "expire", "orphans", "runs"], "SUCCESSFUL")
     assert "-> 1 files" in steps["compact"]["summary"]["gold_ohlcv_1m"]
     assert [p.files for p in partitions(load_candles(catalog, "market_data", ONE_MINUTE))] == [1]
+
+
+def test_a_table_with_a_snapshot_but_no_data_file_lists_no_partitions_and_compacts_nothing(catalog):
+    """A table's first commit can record only a watermark (its windows had no trades yet): its
+    snapshot has no manifest, pyiceberg's partition listing then has no `partition` column, and
+    the upkeep must see an empty table (the cluster test's upkeep once failed on exactly this)."""
+    table = load_candles(catalog, "market_data", ONE_MINUTE)
+    empty = daily_candles(ONE_MINUTE, utc(2024, 3, 1), 1).slice(0, 0)
+    quiet = WindowRange(utc(2024, 3, 1), utc(2024, 3, 2))
+    committed = commit_candles(table, empty, quiet, utc(2024, 7, 1), watermark=Watermark(42, quiet.end))
+    assert committed.snapshot_id is not None and committed.watermark == 42
+    assert partitions(table) == []
+    result = compact(table, ONE_MINUTE, utc(2025, 1, 1))
+    assert (result.partitions, result.files_before, result.files_after, result.commits) == (0, 0, 0, 0)
+    assert apply_retention(table, ONE_MINUTE, utc(2025, 1, 1)).partitions == []
