@@ -1,7 +1,7 @@
 """The soak run: the full schedule (five crons and the daily upkeep) for simulated days, on a
 real local Ray with real workflows and the warm Spark service, with faults.
 
-    python -m benchmarks.soak [--days 3] [--step-minutes 60] [--trades-per-day 20000]
+    python -m benchmarks.soak [--days 3] [--step-minutes 120] [--trades-per-day 20000]
                               [--out benchmarks/results/soak.json] [--keep DIR]
 
 How it runs:
@@ -415,7 +415,7 @@ def verdicts(results: dict) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--days", type=int, default=3)
-    parser.add_argument("--step-minutes", type=int, default=60)
+    parser.add_argument("--step-minutes", type=int, default=120)
     parser.add_argument("--trades-per-day", type=int, default=20_000)
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "soak.json")
     parser.add_argument("--keep", type=Path, help="Run in this folder and keep it (default: a temporary one, removed).")

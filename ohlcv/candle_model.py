@@ -10,7 +10,6 @@ look at first.
 from __future__ import annotations
 
 import math
-import re
 import zlib
 from typing import Annotated
 
@@ -18,9 +17,9 @@ import pandas as pd
 import pandera.pandas as pa
 from pandera.typing import Series
 
-from ohlcv.errors import ConfigError
+from ohlcv.settings import parse_sample_spec
 
-__all__ = ["CandleModel", "parse_sample_spec", "sample_candles", "model_failures"]
+__all__ = ["CandleModel", "sample_candles", "model_failures"]
 
 # vwap is a ratio of sums: it may sit a rounding error outside [low, high].
 _SLACK = 1e-12
@@ -61,17 +60,6 @@ class CandleModel(pa.DataFrameModel):
     class Config:
         strict = "filter"  # created_at/updated_at of stored candles are not the model's business
         ordered = False
-
-
-def parse_sample_spec(spec: str) -> tuple[int | None, float | None]:
-    """'5000' -> at most 5000 rows; '2%' -> 2 percent of the rows (at least one)."""
-    text = spec.strip()
-    percent = re.fullmatch(r"(\d+(?:\.\d+)?)%", text)
-    if percent and 0 < float(percent[1]) <= 100:
-        return None, float(percent[1]) / 100
-    if text.isdigit() and int(text) > 0:
-        return int(text), None
-    raise ConfigError(f"OHLCV_AUDIT_SAMPLE must be a row count (5000) or a percentage (2%), got {spec!r}")
 
 
 def sample_candles(frame: pd.DataFrame, spec: str, seed_text: str) -> pd.DataFrame:

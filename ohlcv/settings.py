@@ -19,7 +19,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from ohlcv.errors import ConfigError
 
-__all__ = ["Settings", "load_settings", "from_environment", "read_config_file", "mask_password", "ReadMode", "ENVIRONMENT", "FALLBACK_ENVIRONMENT"]
+__all__ = ["Settings", "load_settings", "from_environment", "read_config_file", "mask_password", "ReadMode", "ENVIRONMENT", "FALLBACK_ENVIRONMENT", "parse_sample_spec"]
 
 ReadMode = Literal["auto", "arrow", "native"]
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
@@ -208,6 +208,17 @@ def _coerce(name: str, raw: Any) -> Any:
     return value
 
 
+def parse_sample_spec(spec: str) -> tuple[int | None, float | None]:
+    """'5000' -> at most 5000 rows; '2%' -> 2 percent of the rows (at least one)."""
+    text = spec.strip()
+    percent = re.fullmatch(r"(\d+(?:\.\d+)?)%", text)
+    if percent and 0 < float(percent[1]) <= 100:
+        return None, float(percent[1]) / 100
+    if text.isdigit() and int(text) > 0:
+        return int(text), None
+    raise ConfigError(f"OHLCV_AUDIT_SAMPLE must be a row count (5000) or a percentage (2%), got {spec!r}")
+
+
 def _validated(settings: Settings) -> Settings:
     if not _NAME.match(settings.namespace):
         raise ConfigError(
@@ -219,8 +230,6 @@ def _validated(settings: Settings) -> Settings:
             raise ConfigError(f"{ENVIRONMENT[name]} must be {', '.join(choices[:-1])} or {choices[-1]}, got {getattr(settings, name)!r}")
     if settings.spark_placement is not None and settings.spark_placement not in _PLACEMENTS:
         raise ConfigError(f"OHLCV_SPARK_PLACEMENT must be one of {', '.join(_PLACEMENTS)}, got {settings.spark_placement!r}")
-    from ohlcv.candle_model import parse_sample_spec
-
     parse_sample_spec(settings.audit_sample)
     from croniter import croniter
 
