@@ -168,6 +168,7 @@ class Soak:
             OHLCV_RUN_HISTORY_DAYS=str(HISTORY_DAYS),
             OHLCV_FAILPOINT_DIR=str(self.root / "failpoints"),
             OHLCV_STEP_RETRY_DELAY="1",
+            OHLCV_SNAPSHOT_DAYS="1",  # the upkeep expires snapshots within the run, too
             XDG_STATE_HOME=str(self.root / "state"),  # `ohlcv up`'s record of its head: this run's own
         )
         self.settings = from_environment(self.env)
@@ -262,8 +263,8 @@ class Soak:
         while moment < final:
             day = (moment - soak_start).days
             if moment == soak_start + timedelta(days=day) and self.scheduler is not None:
-                if day < self.days:  # the last one is measured after the last step
-                    storage.append(self.measure_storage(day))
+                # At midnight each time: a day's storage compares with the day before's.
+                storage.append(self.measure_storage(day))
                 self.stop_scheduler()  # each simulated day starts a fresh scheduler: its start-up is timed
             if self.scheduler is None:
                 self.set_clock(moment)
@@ -302,7 +303,6 @@ class Soak:
             moment = following
             if step % steps_per_day == 0 or moment >= final:
                 log(f"{iso(moment)}: {step} steps, {self.trades.files} files sent")
-        storage.append(self.measure_storage(self.days))
         self.stop_scheduler()
         self.results.update(killed_at=iso(killed_at) if killed_at else None, storage=storage, files_sent=self.trades.files)
         self.summarize_events()
@@ -312,8 +312,12 @@ class Soak:
         def size(path: Path) -> int:
             return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
-        found = {"days_done": day, "workflow_storage_bytes": size(self.root / "workflows"), "warehouse_bytes": size(self.root / "warehouse")}
-        log(f"after {day} simulated day(s): workflow storage {found['workflow_storage_bytes'] / 1e6:.1f} MB, warehouse {found['warehouse_bytes'] / 1e6:.1f} MB")
+        warehouse = self.root / "warehouse"
+        metadata = sum(size(folder) for folder in warehouse.rglob("metadata") if folder.is_dir())
+        found = {"days_done": day, "workflow_storage_bytes": size(self.root / "workflows"),
+                 "warehouse_bytes": size(warehouse), "warehouse_metadata_bytes": metadata}
+        log(f"after {day} simulated day(s): workflow storage {found['workflow_storage_bytes'] / 1e6:.2f} MB, "
+            f"warehouse {found['warehouse_bytes'] / 1e6:.2f} MB (metadata {metadata / 1e6:.2f} MB)")
         return found
 
     def summarize_events(self) -> None:

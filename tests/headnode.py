@@ -18,7 +18,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from workflows.local_ray import PORT_FLAGS, free_ports, processes_naming
+from workflows.local_ray import PORT_FLAGS, SLOW_MACHINE_ENVIRONMENT, free_ports, processes_naming
 
 BIN = Path(sys.executable).parent
 class HeadNode:
@@ -40,7 +40,7 @@ class HeadNode:
             "--include-dashboard=true", "--dashboard-host=127.0.0.1", "--disable-usage-stats",
             *(f"{flag}={port}" for flag, port in ports.items()),
         ]
-        environment = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+        environment = {**os.environ, **SLOW_MACHINE_ENVIRONMENT, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
         for name in [n for n in environment if n.startswith(("OHLCV_", "RAY_ADDRESS"))]:
             environment.pop(name)
         self.log = open(self.log_dir / f"head-{self.gcs_port}.log", "w")

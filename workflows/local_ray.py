@@ -7,6 +7,12 @@ free ports, so stopping it touches no other Ray on the machine (`ray stop` would
 What commands need to find it is one small file, `$XDG_STATE_HOME/ohlcv/local-ray.json`
 (`~/.local/state/ohlcv/...` by default). A head that crashed, or whose file outlived a reboot,
 is stale: commands say so and go on without it, and `ohlcv up` replaces it.
+
+Beside the head runs a keeper (`python -m workflows.local_ray keep TEMP_DIR`): a driver that
+creates Ray Workflows' actors and the Spark service, then lives as long as the head. Tasks
+those actors submit belong to their creator's job, and Ray kills the workers of a finished job:
+created by a command, they would start fresh workers (seconds of imports) for every step of
+every later command. The keeper's job never finishes, so its workers stay warm.
 """
 
 from __future__ import annotations
@@ -24,7 +30,10 @@ from pathlib import Path
 
 from ohlcv.errors import ServiceUnavailable
 
-__all__ = ["PORT_FLAGS", "LocalRay", "free_ports", "processes_naming", "state_file", "find", "start", "stop", "forget"]
+__all__ = [
+    "PORT_FLAGS", "SLOW_MACHINE_ENVIRONMENT", "LocalRay", "free_ports", "processes_naming", "state_file", "find", "start",
+    "start_keeper", "stop", "forget",
+]
 
 PORT_FLAGS = (
     "--port", "--dashboard-port", "--ray-client-server-port", "--dashboard-agent-listen-port",
@@ -32,6 +41,9 @@ PORT_FLAGS = (
     "--node-manager-port", "--object-manager-port",
 )
 _START_SECONDS = 90
+# Ray's dashboard gives each of its modules 30 s to start and takes the whole head down when
+# one is late: on a busy 2-core machine (a Spark job running) that happens. Give them longer.
+SLOW_MACHINE_ENVIRONMENT = {"RAY_DASHBOARD_SUBPROCESS_MODULE_WAIT_READY_TIMEOUT": "180"}
 
 
 @dataclass(frozen=True)
@@ -49,11 +61,7 @@ class LocalRay:
         except (ProcessLookupError, PermissionError):
             return False
         host, port = self.address.rsplit(":", 1)
-        try:
-            with socket.create_connection((host, int(port)), timeout=1):
-                return True
-        except OSError:
-            return False
+        return _accepts(host, int(port))
 
 
 def state_file() -> Path:
@@ -94,13 +102,16 @@ def start(storage_uri: str, num_cpus: int | None = None) -> LocalRay:
         *(f"{flag}={port}" for flag, port in ports.items()),
     ]
     environment = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    environment.update(SLOW_MACHINE_ENVIRONMENT)
     with open(log_path, "w") as log:
         process = subprocess.Popen(command, env=environment, stdout=log, stderr=subprocess.STDOUT,
                                    stdin=subprocess.DEVNULL, start_new_session=True)
     head = LocalRay(f"127.0.0.1:{ports['--port']}", f"http://127.0.0.1:{ports['--dashboard-port']}", process.pid,
                     temp_dir, storage_uri, str(log_path))
     deadline = time.monotonic() + _START_SECONDS
-    while not head.alive():
+    # Up means the raylet takes connections too, not only the GCS: Ray starts the raylet after
+    # the dashboard, and a driver that connects before it is refused.
+    while not (head.alive() and _accepts("127.0.0.1", ports["--node-manager-port"])):
         if process.poll() is not None or time.monotonic() > deadline:
             stop(head)
             raise ServiceUnavailable(f"the local Ray head did not start; its log: {log_path}")
@@ -108,6 +119,37 @@ def start(storage_uri: str, num_cpus: int | None = None) -> LocalRay:
     state_file().parent.mkdir(parents=True, exist_ok=True)
     state_file().write_text(json.dumps(asdict(head)))
     return head
+
+
+def start_keeper(head: LocalRay, timeout: float = 300.0) -> None:
+    """Start the head's keeper (see above) and wait until the actors and Spark are up in it."""
+    ready = Path(head.temp_dir) / "keeper.ready"
+    log_path = Path(head.temp_dir) / "keeper.log"
+    environment = {**os.environ, "RAY_ADDRESS": head.address}
+    with open(log_path, "w") as log:
+        # The temp dir in its command line: `stop` finds it there, as it finds the head's processes.
+        keeper = subprocess.Popen([sys.executable, "-m", "workflows.local_ray", "keep", head.temp_dir], env=environment,
+                                  stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + timeout
+    while not ready.exists():
+        if keeper.poll() is not None or time.monotonic() > deadline:
+            keeper.kill()
+            lines = log_path.read_text(errors="replace").strip().splitlines()
+            raise ServiceUnavailable(f"the local Ray's keeper did not start: {lines[-1] if lines else 'no output'} (log: {log_path})")
+        time.sleep(0.3)
+
+
+def _keep(temp_dir: str) -> None:
+    from ohlcv.settings import from_environment
+    from workflows.orchestration.runs import connect
+    from workflows.spark.service import spark_service
+
+    settings = from_environment()
+    connect(settings)  # Ray Workflows' actors, created by this job
+    spark_service(settings)
+    (Path(temp_dir) / "keeper.ready").write_text(str(os.getpid()))
+    while True:  # until `ohlcv down` kills it; if the head goes first, Ray ends this driver
+        time.sleep(3600)
 
 
 def stop(head: LocalRay) -> None:
@@ -132,9 +174,24 @@ def stop(head: LocalRay) -> None:
 
 
 def forget(head: LocalRay) -> None:
-    """Remove the state file, if it still names `head`."""
+    """Remove the state file, if it still names `head`, and end what is left of a dead head
+    (its keeper, workers) rather than leave them waiting for Ray to time out."""
     if find() == head:
         state_file().unlink(missing_ok=True)
+    if not head.alive():
+        for pid in processes_naming(head.temp_dir):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def _accepts(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
 
 
 def _pid_alive(pid: int) -> bool:
@@ -161,3 +218,10 @@ def processes_naming(text: str) -> list[int]:
         except OSError:
             continue
     return found
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "keep":
+        _keep(sys.argv[2])
+    else:
+        sys.exit("usage: python -m workflows.local_ray keep TEMP_DIR (started by `ohlcv up`)")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import time
 
-from ohlcv.errors import InputError
-from workflows.cli.common import command_settings, console, require_spark_prerequisites
+from ohlcv.errors import InputError, ServiceUnavailable
+from workflows.cli.common import command_settings, console
 
 __all__ = ["up", "down"]
 
@@ -15,6 +15,7 @@ def up() -> None:
     this machine use it (no RAY_ADDRESS needed) until `ohlcv down`."""
     from workflows import local_ray
     from workflows.runtime import check_workflow_storage, ensure_ray
+    from workflows.spark.java import require_java
     from workflows.spark.service import spark_service
 
     started = time.monotonic()
@@ -24,18 +25,31 @@ def up() -> None:
     head = local_ray.find()
     if head is not None and head.alive() and head.storage == settings.ray_storage_uri:
         console.print(f"already up: Ray at {head.address}, dashboard {head.dashboard}")
+        fresh = False
     else:
         if head is not None:
             reason = "its workflow storage differs" if head.alive() else "it is gone"
             console.print(f"replacing the local Ray at {head.address} ({reason})")
             local_ray.stop(head)
+        require_java()  # before starting a head that could not run Spark
         check_workflow_storage(settings)
         head = local_ray.start(settings.ray_storage_uri)
         console.print(f"Ray is up at {head.address}, dashboard {head.dashboard}, runs in {head.storage}")
-    settings = settings.with_overrides(ray_address=head.address)
-    require_spark_prerequisites(settings)
-    ensure_ray(settings)
-    spark_service(settings)  # waits for the session: the next command finds it warm
+        fresh = True
+    try:
+        if fresh:
+            local_ray.start_keeper(head)  # creates the workflow actors and the Spark service
+        settings = settings.with_overrides(ray_address=head.address)
+        ensure_ray(settings)
+        spark_service(settings)  # the keeper's, or a new one if it went away; waits until warm
+    except ServiceUnavailable:
+        if head.alive():
+            raise
+        local_ray.forget(head)
+        raise ServiceUnavailable(
+            f"the local Ray head stopped while it started; why is in {head.temp_dir}/session_latest/logs "
+            "(dashboard.log, gcs_server.out)"
+        ) from None
     console.print(f"Spark service ready ({time.monotonic() - started:.0f}s); "
                   "commands on this machine use this Ray until `ohlcv down`")
 
