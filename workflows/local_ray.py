@@ -31,7 +31,7 @@ from pathlib import Path
 from ohlcv.errors import ServiceUnavailable
 
 __all__ = [
-    "PORT_FLAGS", "SLOW_MACHINE_ENVIRONMENT", "LocalRay", "free_ports", "processes_naming", "state_file", "find", "start",
+    "PORT_FLAGS", "SLOW_MACHINE_ENVIRONMENT", "WARM_WORKERS_ENVIRONMENT", "LocalRay", "free_ports", "processes_naming", "state_file", "find", "start",
     "start_keeper", "stop", "forget",
 ]
 
@@ -44,6 +44,10 @@ _START_SECONDS = 90
 # Ray's dashboard gives each of its modules 30 s to start and takes the whole head down when
 # one is late: on a busy 2-core machine (a Spark job running) that happens. Give them longer.
 SLOW_MACHINE_ENVIRONMENT = {"RAY_DASHBOARD_SUBPROCESS_MODULE_WAIT_READY_TIMEOUT": "180"}
+# Ray keeps idle workers only up to a soft limit, the CPU count by default, and counts the
+# long-lived actors (workflow manager, Spark service and master) against it: on 2 cores every
+# step's worker was killed a second after it went idle, and the next command started it afresh.
+WARM_WORKERS_ENVIRONMENT = {"RAY_num_workers_soft_limit": "12"}
 
 
 @dataclass(frozen=True)
@@ -103,6 +107,7 @@ def start(storage_uri: str, num_cpus: int | None = None) -> LocalRay:
     ]
     environment = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     environment.update(SLOW_MACHINE_ENVIRONMENT)
+    environment.update(WARM_WORKERS_ENVIRONMENT)
     with open(log_path, "w") as log:
         process = subprocess.Popen(command, env=environment, stdout=log, stderr=subprocess.STDOUT,
                                    stdin=subprocess.DEVNULL, start_new_session=True)
