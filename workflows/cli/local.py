@@ -14,9 +14,8 @@ def up() -> None:
     """Start a local Ray head in the background, with the Spark service warm: later commands on
     this machine use it (no RAY_ADDRESS needed) until `ohlcv down`."""
     from workflows import local_ray
-    from workflows.runtime import check_workflow_storage, ensure_ray
+    from workflows.runtime import check_workflow_storage
     from workflows.spark.java import require_java
-    from workflows.spark.service import spark_service
 
     started = time.monotonic()
     settings = command_settings(writes=True)
@@ -38,10 +37,16 @@ def up() -> None:
         fresh = True
     try:
         if fresh:
-            local_ray.start_keeper(head)  # creates the workflow actors and the Spark service
-        settings = settings.with_overrides(ray_address=head.address)
-        ensure_ray(settings)
-        spark_service(settings)  # the keeper's, or a new one if it went away; waits until warm
+            # The keeper creates the workflow actors and the Spark service, and says when Spark
+            # is warm: this process need not connect to Ray at all.
+            local_ray.start_keeper(head)
+        else:
+            from workflows.runtime import ensure_ray
+            from workflows.spark.service import spark_service
+
+            settings = settings.with_overrides(ray_address=head.address)
+            ensure_ray(settings)
+            spark_service(settings)  # the keeper's, or a new one if it went away; waits until warm
     except ServiceUnavailable:
         if head.alive():
             raise
