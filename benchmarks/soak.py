@@ -130,6 +130,7 @@ class Trades:
 
 
 def between(rows: pa.Table, start: datetime, end: datetime) -> pa.Table:
+    """The rows whose trade time lies in [start, end)."""
     ts = rows.column("timestamp")
     return rows.filter(pc.and_(pc.greater_equal(ts, pa.scalar(start, ts.type)), pc.less(ts, pa.scalar(end, ts.type))))
 
@@ -190,10 +191,14 @@ class Soak:
 
     def start_scheduler(self) -> None:
         (self.control / "idle").unlink(missing_ok=True)  # the last process's word is not this one's
-        self.scheduler = subprocess.Popen(
-            [sys.executable, "-m", "benchmarks.soak", "--scheduler-process", str(self.control)],
-            env=self.env, cwd=ROOT.parent, stdout=open(self.control / "scheduler.log", "a"), stderr=subprocess.STDOUT,
-        )
+        with open(self.control / "scheduler.log", "a") as scheduler_log:
+            self.scheduler = subprocess.Popen(
+                [sys.executable, "-m", "benchmarks.soak", "--scheduler-process", str(self.control)],
+                env=self.env, cwd=ROOT.parent, stdout=scheduler_log, stderr=subprocess.STDOUT,
+            )
+
+    def send(self, rows: pa.Table, at: datetime, label: str, clean: bool = True) -> None:
+        self.trades.send(self.catalog, self.settings.namespace, rows, at, label, clean)
 
     def stop_scheduler(self, sig: int = signal.SIGTERM) -> None:
         if self.scheduler is None:
@@ -224,16 +229,10 @@ class Soak:
             time.sleep(0.2)
 
     # -- the phases
-    def history(self, everything: pa.Table, held_back: np.ndarray) -> None:
+    def history(self, on_time: pa.Table) -> None:
         first, soak_start = FIRST_DAY, FIRST_DAY + timedelta(days=1)
-        day0 = pc.and_(pc.invert(pa.array(held_back)), self.in_range(everything, first, soak_start))
-        self.trades.send(self.catalog, self.settings.namespace, everything.filter(day0), soak_start - timedelta(minutes=30), "history")
+        self.send(between(on_time, first, soak_start), soak_start - timedelta(minutes=30), "history")
         self.results["backfill_history_seconds"] = self.ohlcv("backfill", "--timeframe", "all", "--start", iso(first), "--end", iso(soak_start))
-
-    @staticmethod
-    def in_range(rows: pa.Table, start: datetime, end: datetime) -> pa.Array:
-        ts = rows.column("timestamp")
-        return pc.and_(pc.greater_equal(ts, pa.scalar(start, ts.type)), pc.less(ts, pa.scalar(end, ts.type))).combine_chunks()
 
     def run(self) -> None:
         from ohlcv.generate import GenerateSpec, generate
@@ -246,11 +245,11 @@ class Soak:
         held_back = rng.random(everything.num_rows) < LATE_SHARE
         log(f"{everything.num_rows} trades over day 0 and {self.days} simulated days; {int(held_back.sum())} held back to arrive late")
 
+        on_time, late = everything.filter(pa.array(~held_back)), everything.filter(pa.array(held_back))
         self.results["up_seconds"] = self.ohlcv("up")
-        self.history(everything, held_back)
+        self.history(on_time)
         log(f"history day backfilled in {self.results['backfill_history_seconds']} s")
 
-        on_time, late = everything.filter(pa.array(~held_back)), everything.filter(pa.array(held_back))
         steps_per_day = timedelta(days=1) // self.step
         moment, previous_file = soak_start, None
         self.set_clock(moment)
@@ -272,7 +271,7 @@ class Soak:
                 self.wait_idle(moment)
             following = min(moment + self.step, final)
             rows = between(on_time, moment, following)
-            self.trades.send(self.catalog, self.settings.namespace, rows, following, "on-time")
+            self.send(rows, following, "on-time")
             # Late: at noon, the held-back trades of the simulated day before (12 to 36 hours
             # late); on the second day also those of day 0 (over 2 days late: beyond every
             # lookback); the last day's with the last step. Each held-back trade is sent once.
@@ -280,11 +279,11 @@ class Soak:
                 late_rows = between(late, max(following - timedelta(hours=36), soak_start), following - timedelta(hours=12))
                 if day == 1:
                     late_rows = pa.concat_tables([late_rows, between(late, FIRST_DAY, soak_start)])
-                self.trades.send(self.catalog, self.settings.namespace, late_rows, following, "late")
+                self.send(late_rows, following, "late")
             if step % 5 == 2 and previous_file is not None:
-                self.trades.send(self.catalog, self.settings.namespace, a_later_version(previous_file), following, "re-sent", clean=False)
+                self.send(a_later_version(previous_file), following, "re-sent", clean=False)
             if following == final:  # the rest of the held-back trades, with the last step
-                self.trades.send(self.catalog, self.settings.namespace, between(late, soak_end - timedelta(days=1), soak_end), following, "late")
+                self.send(between(late, soak_end - timedelta(days=1), soak_end), following, "late")
             previous_file = rows
             if step % 6 == 1:
                 failpoints.arm(self.env["OHLCV_FAILPOINT_DIR"], "aggregate", "transient")

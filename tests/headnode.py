@@ -21,6 +21,8 @@ from pathlib import Path
 from workflows.local_ray import PORT_FLAGS, SLOW_MACHINE_ENVIRONMENT, free_ports, processes_naming
 
 BIN = Path(sys.executable).parent
+
+
 class HeadNode:
     def __init__(self, storage_uri: str, log_dir: Path, num_cpus: int = 2) -> None:
         self.storage_uri, self.log_dir, self.num_cpus = storage_uri, log_dir, num_cpus

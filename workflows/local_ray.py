@@ -166,11 +166,7 @@ def stop(head: LocalRay) -> None:
             time.sleep(0.3)
     except (ProcessLookupError, PermissionError):
         pass
-    for pid in processes_naming(head.temp_dir):
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+    _kill_leftovers(head)
     try:
         os.killpg(head.pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
@@ -184,11 +180,16 @@ def forget(head: LocalRay) -> None:
     if find() == head:
         state_file().unlink(missing_ok=True)
     if not head.alive():
-        for pid in processes_naming(head.temp_dir):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        _kill_leftovers(head)
+
+
+def _kill_leftovers(head: LocalRay) -> None:
+    """SIGKILL every process that names the head's temp dir: raylet, GCS, workers, keeper."""
+    for pid in processes_naming(head.temp_dir):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 def _accepts(host: str, port: int) -> bool:
