@@ -18,7 +18,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from workflows.local_ray import PORT_FLAGS, SLOW_MACHINE_ENVIRONMENT, free_ports, processes_naming
+from workflows.local_ray import PORT_FLAGS, SLOW_MACHINE_ENVIRONMENT, free_ports, head_command, log_tail, processes_naming
 
 BIN = Path(sys.executable).parent
 
@@ -30,18 +30,23 @@ class HeadNode:
         self.temp_dir = ""
 
     def start(self) -> "HeadNode":
+        """Start the head and wait until it takes jobs; a head that exits while starting is
+        tried again on fresh ports (as `ohlcv up` does), three times in all."""
+        for _ in range(3):
+            if self._launch_and_wait():
+                return self
+            failure = f"ray start exited with {self.process.returncode}: {log_tail(self.log.name)} (log: {self.log.name})"
+            self.stop()
+        raise RuntimeError(failure)
+
+    def _launch_and_wait(self) -> bool:
         ports = dict(zip(PORT_FLAGS, free_ports(len(PORT_FLAGS))))
         self.gcs_port, self.dashboard_port = ports["--port"], ports["--dashboard-port"]
         self.metrics_port = ports["--metrics-export-port"]
         self.agent_port = ports["--dashboard-agent-listen-port"]
         # Short: Ray puts unix sockets in it, and socket paths are limited to ~100 bytes.
         self.temp_dir = tempfile.mkdtemp(prefix="rh", dir="/tmp")
-        command = [
-            str(BIN / "ray"), "start", "--head", "--block", f"--num-cpus={self.num_cpus}",
-            f"--storage={self.storage_uri}", f"--temp-dir={self.temp_dir}",
-            "--include-dashboard=true", "--dashboard-host=127.0.0.1", "--disable-usage-stats",
-            *(f"{flag}={port}" for flag, port in ports.items()),
-        ]
+        command = head_command(self.storage_uri, self.temp_dir, self.num_cpus, ports)
         environment = {**os.environ, **SLOW_MACHINE_ENVIRONMENT, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
         for name in [n for n in environment if n.startswith(("OHLCV_", "RAY_ADDRESS"))]:
             environment.pop(name)
@@ -50,17 +55,17 @@ class HeadNode:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"ray start exited with {self.process.returncode}; see {self.log.name}")
+                return False
             # Up means: the dashboard answers, and so does the head's dashboard agent, which runs
             # the submitted jobs (`ray job submit` fails with "no available agent" before it does).
             try:
                 with urllib.request.urlopen(f"{self.dashboard}/api/version", timeout=2):
                     pass
                 with urllib.request.urlopen(f"http://127.0.0.1:{self.agent_port}/api/local_raylet_healthz", timeout=2):
-                    return self
+                    return True
             except OSError:
                 time.sleep(1)
-        raise RuntimeError(f"the head did not come up in time; see {self.log.name}")
+        raise RuntimeError(f"the head did not come up in time: {log_tail(self.log.name)} (log: {self.log.name})")
 
     @property
     def address(self) -> str:

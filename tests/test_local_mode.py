@@ -15,7 +15,6 @@ import pytest
 
 from headnode import BIN
 
-pytestmark = [pytest.mark.slow, pytest.mark.own_cluster(seconds=70)]
 USING = "using the local Ray started by `ohlcv up`"
 
 
@@ -26,6 +25,8 @@ def ohlcv(env: dict[str, str], *args: str, expect: int = 0) -> tuple[subprocess.
     return result, time.monotonic() - started
 
 
+@pytest.mark.slow
+@pytest.mark.own_cluster(seconds=70)
 def test_up_warms_ray_and_spark_for_later_commands_and_down_stops_them(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OHLCV_", "RAY_ADDRESS"))}
     env.update(OHLCV_WAREHOUSE=str(tmp_path / "warehouse"), XDG_STATE_HOME=str(tmp_path / "state"),
@@ -65,3 +66,17 @@ def test_up_warms_ray_and_spark_for_later_commands_and_down_stops_them(tmp_path)
     assert "no local Ray" in down.stdout or "stopped" in down.stdout
     leftovers = subprocess.run(["pgrep", "-f", head["temp_dir"]], capture_output=True, text=True).stdout.split()
     assert not leftovers, leftovers
+
+
+def test_a_head_s_ports_are_distinct_free_and_outside_the_range_outgoing_connections_use():
+    import socket
+
+    from workflows.local_ray import _ephemeral_low, free_ports
+
+    ports = free_ports(9)
+    assert len(set(ports)) == 9
+    ephemeral_low = _ephemeral_low()
+    assert all(20000 <= port < (ephemeral_low or 32768) for port in ports), ports
+    for port in ports:  # free: each can be bound now
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", port))

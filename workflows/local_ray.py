@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -31,7 +32,8 @@ from pathlib import Path
 from ohlcv.errors import ServiceUnavailable
 
 __all__ = [
-    "PORT_FLAGS", "SLOW_MACHINE_ENVIRONMENT", "WARM_WORKERS_ENVIRONMENT", "LocalRay", "free_ports", "processes_naming", "state_file", "find", "start",
+    "PORT_FLAGS", "SLOW_MACHINE_ENVIRONMENT", "WARM_WORKERS_ENVIRONMENT", "LocalRay", "free_ports", "head_command", "log_tail",
+    "processes_naming", "state_file", "find", "start",
     "start_keeper", "stop", "forget",
 ]
 
@@ -41,6 +43,8 @@ PORT_FLAGS = (
     "--node-manager-port", "--object-manager-port",
 )
 _START_SECONDS = 90
+_START_ATTEMPTS = 3
+_PICK_RANGE = (20000, 32768)  # see free_ports
 # Ray's dashboard gives each of its modules 30 s to start and takes the whole head down when
 # one is late: on a busy 2-core machine (a Spark job running) that happens. Give them longer.
 SLOW_MACHINE_ENVIRONMENT = {"RAY_DASHBOARD_SUBPROCESS_MODULE_WAIT_READY_TIMEOUT": "180"}
@@ -58,6 +62,7 @@ class LocalRay:
     temp_dir: str
     storage: str  # the workflow storage URI the head was started with
     log: str
+    node_manager_port: int = 0  # 0 in state files written before it was recorded
 
     def alive(self) -> bool:
         try:
@@ -82,48 +87,101 @@ def find() -> LocalRay | None:
 
 
 def free_ports(count: int) -> list[int]:
-    """Distinct free loopback ports (held together while picked, so none repeats)."""
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
+    """Distinct free loopback ports for a head, below the kernel's ephemeral range.
+
+    A port picked with bind(0) comes from the ephemeral range, which every outgoing connection
+    on the machine also draws from: between the pick and Ray's bind, a busy machine (another
+    Ray's workers connecting) can take one, and the head dies at start. Ports between Ray's
+    worker range (10002-19999) and the ephemeral range are only ever taken on purpose."""
+    low, high = _PICK_RANGE
+    ephemeral_low = _ephemeral_low()
+    if ephemeral_low is not None and ephemeral_low > low + 10 * count:
+        high = min(high, ephemeral_low)
+    candidates = random.sample(range(low, high), k=min(high - low, 50 * count))
+    sockets: list[socket.socket] = []
+    try:
+        for port in candidates:
+            if len(sockets) == count:
+                break
+            s = socket.socket()
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                s.close()
+                continue
+            sockets.append(s)
+        if len(sockets) < count:
+            raise ServiceUnavailable(f"no {count} free ports between {low} and {high} on 127.0.0.1")
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def _ephemeral_low() -> int | None:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def start(storage_uri: str, num_cpus: int | None = None) -> LocalRay:
-    """Start a head in the background and wait until it takes drivers; record it."""
-    ports = dict(zip(PORT_FLAGS, free_ports(len(PORT_FLAGS))))
-    # Short: Ray puts unix sockets in it, and socket paths are limited to about 100 bytes.
-    temp_dir = tempfile.mkdtemp(prefix="ohlcv-ray-", dir="/tmp")
-    log_path = Path(temp_dir) / "head.log"
-    ray_binary = Path(sys.executable).with_name("ray")
-    command = [
-        str(ray_binary), "start", "--head", "--block", f"--num-cpus={num_cpus or os.cpu_count()}",
+    """Start a head in the background and wait until it takes drivers; record it.
+    A head that exits while starting is tried again on fresh ports, up to three times in all."""
+    for attempt in range(1, _START_ATTEMPTS + 1):
+        head, process = _launch(storage_uri, num_cpus)
+        deadline = time.monotonic() + _START_SECONDS
+        # Up means the raylet takes connections too, not only the GCS: Ray starts the raylet after
+        # the dashboard, and a driver that connects before it is refused.
+        while not (head.alive() and _accepts("127.0.0.1", head.node_manager_port)):
+            exited = process.poll() is not None
+            if exited or time.monotonic() > deadline:
+                stop(head)
+                if exited and attempt < _START_ATTEMPTS:
+                    break
+                raise ServiceUnavailable(f"the local Ray head did not start: {log_tail(head.log)} (log: {head.log})")
+            time.sleep(0.5)
+        else:
+            state_file().parent.mkdir(parents=True, exist_ok=True)
+            state_file().write_text(json.dumps(asdict(head)))
+            return head
+    raise AssertionError("unreachable")
+
+
+def head_command(storage_uri: str, temp_dir: str, num_cpus: int, ports: dict[str, int]) -> list[str]:
+    """`ray start --head --block` on the given ports, dashboard on loopback (tests use it too)."""
+    return [
+        str(Path(sys.executable).with_name("ray")), "start", "--head", "--block", f"--num-cpus={num_cpus}",
         f"--storage={storage_uri}", f"--temp-dir={temp_dir}", "--include-dashboard=true",
         "--dashboard-host=127.0.0.1", "--disable-usage-stats",
         *(f"{flag}={port}" for flag, port in ports.items()),
     ]
+
+
+def log_tail(path: str | Path, lines: int = 3) -> str:
+    """The last lines of a log, on one line, for an error message."""
+    try:
+        text = Path(path).read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return "no log"
+    return " | ".join(line.strip() for line in text[-lines:]) or "no output"
+
+
+def _launch(storage_uri: str, num_cpus: int | None) -> tuple[LocalRay, subprocess.Popen]:
+    ports = dict(zip(PORT_FLAGS, free_ports(len(PORT_FLAGS))))
+    # Short: Ray puts unix sockets in it, and socket paths are limited to about 100 bytes.
+    temp_dir = tempfile.mkdtemp(prefix="ohlcv-ray-", dir="/tmp")
+    log_path = Path(temp_dir) / "head.log"
     environment = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     environment.update(SLOW_MACHINE_ENVIRONMENT)
     environment.update(WARM_WORKERS_ENVIRONMENT)
+    command = head_command(storage_uri, temp_dir, num_cpus or os.cpu_count() or 1, ports)
     with open(log_path, "w") as log:
         process = subprocess.Popen(command, env=environment, stdout=log, stderr=subprocess.STDOUT,
                                    stdin=subprocess.DEVNULL, start_new_session=True)
     head = LocalRay(f"127.0.0.1:{ports['--port']}", f"http://127.0.0.1:{ports['--dashboard-port']}", process.pid,
-                    temp_dir, storage_uri, str(log_path))
-    deadline = time.monotonic() + _START_SECONDS
-    # Up means the raylet takes connections too, not only the GCS: Ray starts the raylet after
-    # the dashboard, and a driver that connects before it is refused.
-    while not (head.alive() and _accepts("127.0.0.1", ports["--node-manager-port"])):
-        if process.poll() is not None or time.monotonic() > deadline:
-            stop(head)
-            raise ServiceUnavailable(f"the local Ray head did not start; its log: {log_path}")
-        time.sleep(0.5)
-    state_file().parent.mkdir(parents=True, exist_ok=True)
-    state_file().write_text(json.dumps(asdict(head)))
-    return head
+                    temp_dir, storage_uri, str(log_path), ports["--node-manager-port"])
+    return head, process
 
 
 def start_keeper(head: LocalRay, timeout: float = 300.0) -> None:
@@ -139,8 +197,7 @@ def start_keeper(head: LocalRay, timeout: float = 300.0) -> None:
     while not ready.exists():
         if keeper.poll() is not None or time.monotonic() > deadline:
             keeper.kill()
-            lines = log_path.read_text(errors="replace").strip().splitlines()
-            raise ServiceUnavailable(f"the local Ray's keeper did not start: {lines[-1] if lines else 'no output'} (log: {log_path})")
+            raise ServiceUnavailable(f"the local Ray's keeper did not start: {log_tail(log_path, 1)} (log: {log_path})")
         time.sleep(0.3)
 
 
