@@ -71,12 +71,12 @@ def test_up_warms_ray_and_spark_for_later_commands_and_down_stops_them(tmp_path)
 def test_a_head_s_ports_are_distinct_free_and_outside_the_range_outgoing_connections_use():
     import socket
 
-    from workflows.local_ray import _ephemeral_low, free_ports
+    from workflows.local_ray import free_ports
 
     ports = free_ports(9)
     assert len(set(ports)) == 9
-    ephemeral_low = _ephemeral_low()
-    assert all(20000 <= port < (ephemeral_low or 32768) for port in ports), ports
+    ephemeral_low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    assert all(20000 <= port < ephemeral_low for port in ports), ports
     for port in ports:  # free: each can be bound now
         with socket.socket() as s:
             s.bind(("127.0.0.1", port))
