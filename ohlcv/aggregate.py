@@ -22,8 +22,9 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from ohlcv import schema as s
-from ohlcv.store import balanced_or
+from ohlcv.store import spark_ranges_condition
 from ohlcv.timeframes import Timeframe, rollup_parent
+from ohlcv.windows import WindowRange
 
 __all__ = [
     "ROWS_PER_SHUFFLE_TASK", "shuffle_partitions",
@@ -209,15 +210,15 @@ def collect_candles(frame: DataFrame) -> pa.Table:
     return table.cast(pa.schema([f.with_nullable(True) for f in target])).cast(target)
 
 
-def trades_per_series(unique: DataFrame, ranges: list[tuple[int, int]]) -> DataFrame:
-    """Distinct trades per (exchange, symbol) with timestamp in any of `ranges` ([start, end)
-    in microseconds): the reconciliation side, one Spark job however many ranges.
+def trades_per_series(unique: DataFrame, ranges: list[WindowRange], slot_us: int) -> DataFrame:
+    """Distinct trades per (exchange, symbol) with timestamp in any of `ranges`, each made of
+    slots `slot_us` wide: the reconciliation side, one Spark job however many ranges (the
+    condition is the read's own, see store.spark_ranges_condition).
 
     Counted from the deduplicated trades directly, not through windows, so a trade lost or
     counted twice by the windowing shows up as a difference.
     """
-    ts = F.unix_micros("timestamp")
-    inside = balanced_or([(ts >= F.lit(lo)) & (ts < F.lit(hi)) for lo, hi in ranges], lambda a, b: a | b)
+    inside = spark_ranges_condition("timestamp", sorted(ranges), slot_us)
     return unique.where(inside).groupBy("exchange", "symbol").agg(F.count(F.lit(1)).alias("trades"))
 
 

@@ -19,7 +19,7 @@ from ohlcv.object_store import check_bucket
 from ohlcv.settings import Settings
 from ohlcv.timeframes import TIMEFRAMES, Timeframe
 
-__all__ = ["open_catalog", "CANDLE_TABLE_PROPERTIES", "TableSpec", "table_specs", "ensure_tables", "load_table", "load_candles", "load_trades"]
+__all__ = ["open_catalog", "CANDLE_TABLE_PROPERTIES", "TRADES_TABLE_PROPERTIES", "TableSpec", "table_specs", "ensure_tables", "load_table", "load_candles", "load_trades"]
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +77,11 @@ def open_catalog(settings: Settings) -> Catalog:
 # re-check data files only), or a watermark could move backwards. A conflict fails the commit
 # instead (CommitConflict), and the step's retry starts over from the new snapshot.
 CANDLE_TABLE_PROPERTIES = {"commit.retry.num-retries": "0"}
+# Ingest writes trades in time order (ingest.in_time_order), in row groups of this many rows:
+# a read of a few minutes (a tick's lookback, a late window of any age) then skips every other
+# row group by its timestamp statistics, where pyiceberg's default (about a million rows, half
+# a day of a busy exchange) made it read whole days.
+TRADES_TABLE_PROPERTIES = {"write.parquet.row-group-limit": "32768"}
 
 
 @dataclass(frozen=True)
@@ -90,7 +95,7 @@ class TableSpec:
 def table_specs() -> list[TableSpec]:
     """Every table the platform owns, in creation order."""
     specs = [
-        TableSpec(s.TRADES_TABLE, s.TRADES_SCHEMA, s.trades_spec()),
+        TableSpec(s.TRADES_TABLE, s.TRADES_SCHEMA, s.trades_spec(), TRADES_TABLE_PROPERTIES),
         TableSpec(s.QUARANTINE_TABLE, s.QUARANTINE_SCHEMA, s.quarantine_spec()),
     ]
     specs += [TableSpec(tf.table, s.CANDLE_SCHEMA, s.candle_spec(tf), CANDLE_TABLE_PROPERTIES) for tf in TIMEFRAMES.values()]

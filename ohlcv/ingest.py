@@ -29,7 +29,7 @@ from ohlcv import schema as s
 from ohlcv.catalog import load_table
 from ohlcv.errors import InputError
 
-__all__ = ["EpochUnit", "FileReport", "check_file", "read_file", "validate", "ingest_files", "REASONS", "NAME_PATTERN", "check_name"]
+__all__ = ["EpochUnit", "FileReport", "check_file", "read_file", "validate", "ingest_files", "in_time_order", "REASONS", "NAME_PATTERN", "check_name"]
 
 log = logging.getLogger(__name__)
 
@@ -324,6 +324,16 @@ def check_name(value: str, option: str) -> str:
     return value
 
 
+def in_time_order(trades: pa.Table) -> pa.Table:
+    """The trades sorted by timestamp (stable: equal times keep the file's order), so that each
+    row group of the files written covers a short span of time (see catalog.py). A file already
+    in time order, as exchange exports usually are, is not sorted again."""
+    stamps = trades.column("timestamp")
+    if trades.num_rows < 2 or pc.all(pc.greater_equal(stamps[1:], stamps[:-1])).as_py():
+        return trades
+    return trades.take(pc.sort_indices(stamps))
+
+
 def _duplicate_count(valid: pa.Table) -> int:
     if valid.num_rows == 0:
         return 0
@@ -350,6 +360,7 @@ def ingest_files(
     for path in paths:
         table = read_file(path)
         valid, bad, counts = validate(table, epoch_unit, now, source=str(path))
+        valid = in_time_order(valid)
         # Valid rows first: if the process dies between the two commits, no trade is lost and
         # the quarantine rows reappear on the next ingest of the same file.
         if valid.num_rows:

@@ -1,12 +1,15 @@
 """The Iceberg seam: read a trade range into Spark, commit a candle range atomically, query candles.
 
 Reading: pyiceberg plans the files of the range (partition pruning on day(timestamp) and
-min/max pruning on the file statistics), then Spark reads exactly those files, one of two ways:
+min/max pruning on the file statistics), then Spark reads exactly those files, one of three ways:
 - "arrow": each Spark task reads its files through pyiceberg's own FileIO and Arrow reader
   (`mapInArrow`), so any warehouse pyiceberg can read (local, S3, GCS, ADLS) works without a
   Hadoop connector, and delete files and schema evolution are honoured;
 - "native": Spark's vectorised Parquet reader on the local paths, used when every file is
-  local, has no delete files and the table never changed schema. Same rows, faster.
+  local, has no delete files and the table never changed schema. Same rows, faster;
+- "pruned": many scattered ranges with few trades in them (a tick's late windows), on the same
+  local files: read with Arrow in the driver, each row group skipped unless its timestamp
+  statistics meet a range, and handed to Spark whole.
 
 Committing: the candles of a range replace exactly that range in ONE Iceberg commit
 (`overwrite` with a range filter). Candles whose values did not change keep their stored
@@ -21,13 +24,15 @@ import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 from pyiceberg.exceptions import CommitFailedException, ValidationException
-from pyiceberg.expressions import AlwaysFalse, AlwaysTrue, And, BooleanExpression, EqualTo, GreaterThanOrEqual, LessThan, Or
+from pyiceberg.expressions import AlwaysFalse, AlwaysTrue, And, BooleanExpression, EqualTo, GreaterThanOrEqual, In, LessThan, Or
 from pyiceberg.table import FileScanTask, Table
 
 from ohlcv import schema as s
@@ -45,11 +50,15 @@ __all__ = [
     "rows_in_range",
     "ReadPlan",
     "read_trades",
+    "READ_HERE_MAX_ROWS",
+    "read_pruned",
+    "scratch_folder",
     "CommitResult",
     "merge_candles",
     "ANY_WATERMARK",
     "balanced_or",
     "ranges_filter",
+    "windows_filter",
     "spark_ranges_condition",
     "commit_candles",
     "committing",
@@ -90,16 +99,43 @@ def _as_ranges(ranges: WindowRange | list[WindowRange] | tuple[WindowRange, ...]
 
 def plan_trade_files(table: Table, ranges: WindowRange | list[WindowRange], snapshot_id: int | None = None) -> list[FileScanTask]:
     """The trade files that can hold trades of `ranges` (partitions and column statistics
-    pruned), as of `snapshot_id` (default: the current snapshot)."""
-    scan = table.scan(row_filter=ranges_filter("timestamp", _as_ranges(ranges)), snapshot_id=snapshot_id)
-    return list(scan.plan_files())
+    pruned), as of `snapshot_id` (default: the current snapshot).
+
+    pyiceberg plans the ranges' hull; each file's timestamp bounds are then compared with every
+    range here. Handing pyiceberg a hundred ranges (a tick's late windows) as one OR made it
+    evaluate that tree for every manifest entry: over a second for a few dozen files."""
+    ranges = _as_ranges(ranges)
+    if not ranges:
+        return []
+    hull = WindowRange(ranges[0].start, max(r.end for r in ranges))
+    tasks = list(table.scan(row_filter=range_filter("timestamp", hull), snapshot_id=snapshot_id).plan_files())
+    if len(ranges) == 1:
+        return tasks
+    bounds = [(micros(rng.start), micros(rng.end)) for rng in ranges]
+    return [task for task in tasks if _may_hold(table, task, bounds)]
+
+
+def _timestamp_bounds(table: Table, task: FileScanTask) -> tuple[int, int] | None:
+    """A file's lowest and highest trade time (microseconds), from its manifest entry."""
+    from pyiceberg.conversions import from_bytes
+
+    field = table.schema().find_field("timestamp")
+    lower, upper = (task.file.lower_bounds or {}).get(field.field_id), (task.file.upper_bounds or {}).get(field.field_id)
+    if lower is None or upper is None:
+        return None
+    return from_bytes(field.field_type, lower), from_bytes(field.field_type, upper)
+
+
+def _may_hold(table: Table, task: FileScanTask, bounds: list[tuple[int, int]]) -> bool:
+    span = _timestamp_bounds(table, task)
+    return span is None or any(lo <= span[1] and span[0] < hi for lo, hi in bounds)
 
 
 @dataclass(frozen=True)
 class ReadPlan:
     files: int
     bytes: int
-    mode: str  # "native", "arrow" or "empty"
+    mode: str  # "native", "arrow", "pruned" (read in the driver, see read_trades) or "empty"
     rows: int = 0  # estimated trades in the ranges: see `rows_in_range`
     snapshot: int | None = None  # the trades snapshot read (None: the table had none)
 
@@ -110,21 +146,17 @@ def rows_in_range(table: Table, tasks: list[FileScanTask], ranges: WindowRange |
     Each file counts its rows times the share of its timestamp span (the column bounds its
     manifest entry keeps) that the ranges cover. A file without bounds counts whole.
     """
-    from pyiceberg.conversions import from_bytes
-
-    field = table.schema().find_field("timestamp")
     bounds = [(micros(rng.start), micros(rng.end)) for rng in _as_ranges(ranges)]
     total = 0.0
     for task in tasks:
-        data = task.file
-        lower, upper = (data.lower_bounds or {}).get(field.field_id), (data.upper_bounds or {}).get(field.field_id)
-        if lower is None or upper is None:
-            total += data.record_count
+        span = _timestamp_bounds(table, task)
+        if span is None:
+            total += task.file.record_count
             continue
-        first, last = from_bytes(field.field_type, lower), from_bytes(field.field_type, upper)
-        span = last - first + 1
+        first, last = span
+        width = last - first + 1
         covered = sum(max(0, min(hi, last + 1) - max(lo, first)) for lo, hi in bounds)
-        total += data.record_count * min(covered, span) / span
+        total += task.file.record_count * min(covered, width) / width
     return round(total)
 
 
@@ -141,12 +173,15 @@ def _native_possible(table: Table, tasks: list[FileScanTask]) -> bool:
 
 def read_trades(
     spark, table: Table, ranges: WindowRange | list[WindowRange], mode: str = "auto", parallelism: int = 2,
-    snapshot_id: int | None = None, slot_us: int | None = None,
+    snapshot_id: int | None = None, slot_us: int | None = None, scratch: str | None = None,
 ):
     """The trades with `timestamp` in `ranges` as a Spark DataFrame, and how they were read:
     as of `snapshot_id`, or of the snapshot current now (which the plan names).
 
     `slot_us`: a width every range is made of (the timeframe's), for reading many ranges.
+    `scratch`: a local folder every Spark executor sees, where a "pruned" read leaves the rows
+    it kept for Spark; the caller removes it once the DataFrame is no longer used. Without
+    one, reads are "native" or "arrow".
     """
     ranges = _as_ranges(ranges)
     if snapshot_id is None and table.current_snapshot() is not None:
@@ -155,21 +190,107 @@ def read_trades(
     size = sum(t.file.file_size_in_bytes for t in tasks)
     if not tasks:
         return spark.createDataFrame([], SPARK_TRADE_SCHEMA), ReadPlan(0, 0, "empty", snapshot=snapshot_id)
-    native = mode in ("auto", "native") and _native_possible(table, tasks)
-    if mode == "native" and not native:
-        log.warning("read mode native is not possible for %s (remote files, deletes or schema changes): reading through Arrow",
-                    ", ".join(map(str, ranges)))
-    if native:
-        paths = [t.file.file_path for t in tasks]
-        frame = spark.read.schema(SPARK_TRADE_SCHEMA).parquet(*paths)
+    rows = rows_in_range(table, tasks, ranges)
+    local = _native_possible(table, tasks)
+    # Many ranges (a tick's scattered late windows): Spark could push only their hull into
+    # Parquet and would read every row group between them. Few trades in them: read here,
+    # each file's row groups pruned by every range (files are in time order, see catalog.py).
+    scattered = len(ranges) > _MAX_COMPARED_RANGES
+    if mode == "auto" and scattered and local and scratch is not None and rows <= READ_HERE_MAX_ROWS:
+        kept = Path(scratch) / "trades.parquet"
+        pq.write_table(read_pruned(tasks, ranges), kept, compression="none")
+        frame, how = spark.read.schema(SPARK_TRADE_SCHEMA).parquet(str(kept)), "pruned"
+    elif mode in ("auto", "native") and local:
+        frame, how = spark.read.schema(SPARK_TRADE_SCHEMA).parquet(*[t.file.file_path for t in tasks]), "native"
     else:
-        frame = _read_through_arrow(spark, table, tasks, ranges, parallelism)
+        if mode == "native":
+            log.warning("read mode native is not possible for %s (remote files, deletes or schema changes): reading through Arrow",
+                        ", ".join(map(str, ranges)))
+        frame, how = _read_through_arrow(spark, table, tasks, ranges, parallelism), "arrow"
     # Compare the column itself with literals (timestamp_micros of a literal folds to one):
     # a function applied to the column would hide the filter from Parquet's row-group
     # statistics, and every tick would read the whole day to keep ten minutes of it.
     frame = frame.where(spark_ranges_condition("timestamp", ranges, slot_us))
-    plan = ReadPlan(len(tasks), size, "native" if native else "arrow", rows_in_range(table, tasks, ranges), snapshot_id)
-    return frame, plan
+    return frame, ReadPlan(len(tasks), size, how, rows, snapshot_id)
+
+
+@contextmanager
+def scratch_folder(table: Table):
+    """A fresh folder under the table's location, removed on exit, for rows a read hands to
+    Spark ("pruned" reads); None for a table whose location is not local. It is where the
+    table's files are, so every executor that reads those sees it too; one left behind by a
+    process that died is an unreferenced file, which upkeep removes after its grace period."""
+    import shutil
+    import uuid
+
+    if not _is_local(table.location()):
+        yield None
+        return
+    folder = Path(urlsplit(table.location()).path) / "scratch" / uuid.uuid4().hex
+    folder.mkdir(parents=True)
+    try:
+        yield str(folder)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+# A scattered read estimated at up to this many trades is read in the Spark driver's process
+# (see read_trades): a few hundred MB of memory at most, and no Spark tasks to start.
+READ_HERE_MAX_ROWS = 2_000_000
+
+
+def read_pruned(tasks: list[FileScanTask], ranges: list[WindowRange]) -> pa.Table:
+    """The trades of `ranges` in local files, as Arrow (ARROW_TRADES): only the row groups whose
+    timestamp statistics meet a range are read, then each row is kept if it lies in one.
+
+    pyarrow's own filtered scan does the same, but evaluates the whole OR of the ranges against
+    every row group's statistics: over a second for a few hundred row groups and 100 ranges.
+    Here the ranges are merged and each test is a binary search."""
+    starts, ends = _merged_bounds(ranges)
+    pieces = []
+    for task in tasks:
+        path = urlsplit(task.file.file_path).path if task.file.file_path.startswith("file:") else task.file.file_path
+        try:
+            parquet = pq.ParquetFile(path)
+            column = parquet.schema_arrow.get_field_index("timestamp")
+            groups = [i for i in range(parquet.num_row_groups)
+                      if _meets(parquet.metadata.row_group(i).column(column).statistics, starts, ends)]
+            if groups:
+                pieces.append(parquet.read_row_groups(groups, columns=list(TRADE_READ_COLUMNS)).cast(ARROW_TRADES))
+        except (pa.ArrowInvalid, OSError) as exc:  # the file's bytes, or a file gone: terminal, named
+            raise DataFileError(f"{task.file.file_path}: {type(exc).__name__}: {exc}") from exc
+    if not pieces:
+        return ARROW_TRADES.empty_table()
+    read = pa.concat_tables(pieces)
+    stamps = read.column("timestamp").cast(pa.int64()).to_numpy()
+    slot = np.searchsorted(starts, stamps, side="right") - 1
+    return read.filter(pa.array((slot >= 0) & (stamps < ends[np.maximum(slot, 0)])))
+
+
+def _merged_bounds(ranges: list[WindowRange]) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted, disjoint [start, end) microsecond bounds covering exactly the ranges."""
+    merged: list[list[int]] = []
+    for lo, hi in sorted((micros(r.start), micros(r.end)) for r in ranges):
+        if merged and lo <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], hi)
+        else:
+            merged.append([lo, hi])
+    return np.array([lo for lo, _ in merged], dtype="int64"), np.array([hi for _, hi in merged], dtype="int64")
+
+
+def _stat_micros(value) -> int:
+    if isinstance(value, datetime):  # a timestamp column's statistic; Iceberg's timestamptz is UTC
+        return micros(value if value.tzinfo is not None else value.replace(tzinfo=EPOCH.tzinfo))
+    return int(value)
+
+
+def _meets(statistics, starts: np.ndarray, ends: np.ndarray) -> bool:
+    """Whether a row group whose timestamp statistics are these can hold a time in the bounds."""
+    if statistics is None or not statistics.has_min_max:
+        return True
+    low, high = (_stat_micros(value) for value in (statistics.min, statistics.max))
+    last = int(np.searchsorted(starts, high, side="right")) - 1  # the last range starting at or before `high`
+    return last >= 0 and int(ends[last]) > low
 
 
 # Past this many ranges, a read tests each row's slot against a set instead of comparing it
@@ -328,6 +449,23 @@ def ranges_filter(column: str, ranges: list[WindowRange]) -> BooleanExpression:
     return balanced_or([range_filter(column, rng) for rng in ranges], Or)
 
 
+# Past this many windows, a scattered commit compares ranges rather than listing windows.
+_MAX_LISTED_WINDOWS = 20_000
+
+
+def windows_filter(column: str, ranges: list[WindowRange], window_us: int | None) -> BooleanExpression:
+    """Candle rows whose window start `column` lies in any of `ranges`, made of `window_us` wide
+    windows. Many ranges (a tick's late windows) become one IN of their window starts: pyiceberg
+    binds and evaluates an OR of a hundred ranges against every file's statistics, partition and
+    residual, seconds a commit; an IN is one predicate. Same rows: a candle starts on its window."""
+    if window_us is None or len(ranges) <= _MAX_COMPARED_RANGES:
+        return ranges_filter(column, ranges)
+    starts = [start for rng in ranges for start in range(micros(rng.start), micros(rng.end), window_us)]
+    if len(starts) > _MAX_LISTED_WINDOWS:
+        return ranges_filter(column, ranges)
+    return In(column, starts)
+
+
 def commit_candles(
     table: Table,
     fresh: pa.Table,
@@ -337,6 +475,7 @@ def commit_candles(
     watermark: Watermark | None = None,
     watermark_if_none: Watermark | None = None,
     expect_watermark: object = ANY_WATERMARK,
+    window_us: int | None = None,
 ) -> CommitResult:
     """Replace the candles of `ranges` with `fresh` in one commit (none if nothing changed).
 
@@ -350,6 +489,9 @@ def commit_candles(
     first: CommitConflict (unless that writer absorbed the very snapshot `watermark` names). The
     commit step's retries reuse the run's plan, so such a run fails; the next tick plans afresh. Candle tables commit without pyiceberg's
     own rebasing retries (see catalog.py), so that check and the commit are one atomic step.
+
+    `window_us`: the table's window width, when known; a commit of many ranges then names
+    their windows (see windows_filter).
     """
     name = table.name()[-1]
     ranges = _as_ranges(ranges)
@@ -372,7 +514,7 @@ def commit_candles(
             "another writer absorbed those trades first"
         )
     recorded = watermark if watermark is not None else (current if current is not None else watermark_if_none)
-    window = ranges_filter("window_start", ranges)
+    window = windows_filter("window_start", ranges, window_us)
     existing = table.scan(row_filter=window).to_arrow()
     merged, counts = merge_candles(existing, fresh, now)
     hull = WindowRange(ranges[0].start, max(r.end for r in ranges)) if ranges else WindowRange(EPOCH, EPOCH)

@@ -163,3 +163,53 @@ def test_duplicates_within_a_file_are_reported(settings, catalog, tmp_path):
     body = "binance,BTC-USDT,1,100,1,buy,2024-05-01T10:00:00Z\n" * 3
     [report] = ingest_files(catalog, "market_data", [write_csv(tmp_path, body)], "us", NOW)
     assert (report.ingested, report.duplicates_in_file) == (3, 2)
+
+
+def test_trades_land_in_time_order_in_row_groups_that_each_cover_a_short_span(settings, catalog, tmp_path):
+    """A file out of time order, over two days: each data file is in time order (equal times in
+    the file's order), and its row groups follow one another in time, so a read of a few
+    minutes can skip all but one or two of them."""
+    import random
+
+    from ohlcv.catalog import TRADES_TABLE_PROPERTIES
+
+    limit = int(TRADES_TABLE_PROPERTIES["write.parquet.row-group-limit"])
+    generator = random.Random(7)
+    start = int(utc(2024, 5, 1, 20).timestamp() * 1_000_000)
+    count = 2 * limit + 123
+    stamps = [start + generator.randrange(0, 8 * 3_600_000_000) for _ in range(count)]  # across midnight
+    stamps[10:20] = [stamps[9]] * 10  # equal times: kept in the file's order
+    ids = [f"t{i:06d}" for i in range(count)]
+    order = list(range(count))
+    generator.shuffle(order)
+    path = tmp_path / "shuffled.parquet"
+    pq.write_table(pa.table({
+        "exchange": ["binance"] * count, "symbol": ["BTC-USDT"] * count, "trade_id": [ids[i] for i in order],
+        "price": [100.0] * count, "quantity": [1.0] * count, "timestamp": pa.array([stamps[i] for i in order], pa.timestamp("us", tz="UTC")),
+    }), path)
+    [report] = ingest_files(catalog, "market_data", [path], "us", NOW)
+    assert report.ingested == count
+
+    table = load_table(catalog, "market_data", s.TRADES_TABLE)
+    assert table.properties["write.parquet.row-group-limit"] == str(limit)
+    files = [task.file.file_path.removeprefix("file://") for task in table.scan().plan_files()]
+    assert len(files) == 2  # one a day
+    landed = 0
+    for file in files:
+        parquet = pq.ParquetFile(file)
+        rows = parquet.read(columns=["timestamp", "trade_id"])
+        times = rows.column("timestamp").cast(pa.int64()).to_pylist()
+        assert times == sorted(times)
+        # Equal times keep the order they had in the file.
+        by_time: dict[int, list[str]] = {}
+        for t, trade_id in zip(times, rows.column("trade_id").to_pylist()):
+            by_time.setdefault(t, []).append(trade_id)
+        shuffled_position = {ids[i]: position for position, i in enumerate(order)}
+        assert all(ids_ == sorted(ids_, key=shuffled_position.get) for ids_ in by_time.values())
+        groups = [parquet.metadata.row_group(i) for i in range(parquet.num_row_groups)]
+        assert all(g.num_rows <= limit for g in groups)
+        column = parquet.schema_arrow.get_field_index("timestamp")
+        spans = [(g.column(column).statistics.min, g.column(column).statistics.max) for g in groups]
+        assert all(earlier[1] <= later[0] for earlier, later in zip(spans, spans[1:]))
+        landed += parquet.metadata.num_rows
+    assert landed == count

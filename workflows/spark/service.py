@@ -105,7 +105,7 @@ class SparkService:
         """
         from ohlcv import aggregate
         from ohlcv.catalog import load_trades
-        from ohlcv.store import read_trades
+        from ohlcv.store import read_trades, scratch_folder
         from ohlcv.windows import WindowRange
 
         self.requests += 1
@@ -114,15 +114,17 @@ class SparkService:
         self.spark.sparkContext.setJobGroup(request_id, f"ohlcv {label} {', '.join(map(str, windows))}", interruptOnCancel=True)
         try:
             table = load_trades(self._catalog(settings), settings.namespace)
-            trades, plan = read_trades(self.spark, table, windows, settings.read_mode, self.sizing.slots, snapshot_id, slot_us)
-            unique = aggregate.dedupe_trades(trades, partitions=aggregate.shuffle_partitions(plan.rows, self.sizing.slots))
-            if keep:  # read by several jobs (candles and reconciliation counts): compute it once
-                unique = unique.persist()
-            try:
-                return work(unique, plan)
-            finally:
-                if keep:
-                    unique.unpersist()
+            with scratch_folder(table) as scratch:
+                trades, plan = read_trades(self.spark, table, windows, settings.read_mode, self.sizing.slots, snapshot_id,
+                                           slot_us, scratch)
+                unique = aggregate.dedupe_trades(trades, partitions=aggregate.shuffle_partitions(plan.rows, self.sizing.slots))
+                if keep:  # read by several jobs (candles and reconciliation counts): compute it once
+                    unique = unique.persist()
+                try:
+                    return work(unique, plan)
+                finally:
+                    if keep:
+                        unique.unpersist()
         except OhlcvError:
             raise
         except Exception as exc:  # py4j errors are not picklable: pass on their meaning, not the object
@@ -144,10 +146,11 @@ class SparkService:
         The Spark jobs run in a job group named `request_id`, so `cancel(request_id)` stops them.
         """
         from ohlcv import aggregate, timeframes as tfs
-        from ohlcv.store import micros
+        from ohlcv.windows import WindowRange
 
         started = time.monotonic()
         chosen = [tfs.get(name) for name in timeframes]
+        slot_us = min(tf.width_us for tf in chosen)  # every coarser width is a multiple of it
 
         def work(unique, plan) -> dict:
             frames = aggregate.candles_for(unique, chosen, deduped=True)
@@ -157,7 +160,7 @@ class SparkService:
                 aggregate.release(frames)
             counts = {
                 group: aggregate.collect_arrow(
-                    aggregate.trades_per_series(unique, [(micros(lo), micros(hi)) for lo, hi in group]), aggregate.SERIES_COUNTS
+                    aggregate.trades_per_series(unique, [WindowRange(lo, hi) for lo, hi in group], slot_us), aggregate.SERIES_COUNTS
                 )
                 for group in count_groups
             }
@@ -172,7 +175,7 @@ class SparkService:
             }
 
         return self._over_trades(settings, ranges, request_id, ",".join(timeframes), work, keep=bool(count_groups),
-                                 snapshot_id=snapshot_id, slot_us=min(tf.width_us for tf in chosen))
+                                 snapshot_id=snapshot_id, slot_us=slot_us)
 
     def trade_counts(self, settings: Settings, timeframes: list[str], start: datetime, end: datetime) -> dict:
         """Distinct trades per (exchange, symbol, window) of each timeframe, for trades in [start, end)."""
