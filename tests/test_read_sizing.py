@@ -53,3 +53,36 @@ def test_a_day_gets_eight_tasks_per_core_and_a_tick_one():
     assert aggregate.shuffle_partitions(0, slots=2) == 2
     assert aggregate.shuffle_partitions(650_000, slots=2) == 7
     assert aggregate.shuffle_partitions(650_000, slots=8) == 8
+
+
+def test_a_pruned_read_keeps_exactly_the_trades_of_many_scattered_ranges(settings, catalog, tmp_path):
+    """The "pruned" read (ohlcv.store.read_pruned) against a plain filter of the same trades:
+    ranges that touch, overlap, sit on row-group edges, fall between trades or outside the day.
+    Files are planned by the ranges' hull and then each file's bounds (plan_trade_files)."""
+    import random
+
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from ohlcv.store import micros, read_pruned
+
+    ingest_day(settings, catalog, tmp_path, 200_000)  # a day: several row groups of the trades table
+    table = load_trades(catalog, settings.namespace)
+    stored = table.scan().to_arrow()
+    stamps = stored.column("timestamp").cast(pa.int64()).to_numpy()
+    generator = random.Random(11)
+    for _ in range(25):
+        ranges = []
+        for _ in range(generator.randrange(5, 60)):
+            start = DAY + timedelta(minutes=generator.randrange(-120, 24 * 60 + 120))
+            ranges.append(WindowRange(start, start + timedelta(minutes=generator.choice([1, 1, 5, 30, 90]))))
+        tasks = plan_trade_files(table, ranges)
+        kept = read_pruned(tasks, sorted(ranges))
+        inside = sum(((stamps >= micros(r.start)) & (stamps < micros(r.end)) for r in ranges), start=stamps < 0) > 0
+        expected = stored.filter(pa.array(inside))
+        assert kept.num_rows == expected.num_rows
+        assert sorted(kept.column("trade_id").to_pylist()) == sorted(expected.column("trade_id").to_pylist())
+        if kept.num_rows:
+            assert pc.min(kept.column("timestamp")).as_py() >= min(r.start for r in ranges)
+    # Far outside the data: no file planned, nothing read.
+    assert plan_trade_files(table, [WindowRange(DAY + timedelta(days=9, minutes=m), DAY + timedelta(days=9, minutes=m + 1)) for m in range(6)]) == []
