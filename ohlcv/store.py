@@ -219,7 +219,8 @@ def scratch_folder(table: Table):
     """A fresh folder under the table's location, removed on exit, for rows a read hands to
     Spark ("pruned" reads); None for a table whose location is not local. It is where the
     table's files are, so every executor that reads those sees it too; one left behind by a
-    process that died is an unreferenced file, which upkeep removes after its grace period."""
+    process that died is an unreferenced file, which upkeep removes after its grace period.
+    None too where the folder cannot be made (a read-only warehouse)."""
     import shutil
     import uuid
 
@@ -227,7 +228,12 @@ def scratch_folder(table: Table):
         yield None
         return
     folder = Path(urlsplit(table.location()).path) / "scratch" / uuid.uuid4().hex
-    folder.mkdir(parents=True)
+    try:
+        folder.mkdir(parents=True)
+    except OSError as exc:  # a read-only warehouse: reads go on without the pruned mode
+        log.debug("no scratch folder under %s (%s): pruned reads are off", table.location(), exc)
+        yield None
+        return
     try:
         yield str(folder)
     finally:
