@@ -86,3 +86,21 @@ def test_a_pruned_read_keeps_exactly_the_trades_of_many_scattered_ranges(setting
             assert pc.min(kept.column("timestamp")).as_py() >= min(r.start for r in ranges)
     # Far outside the data: no file planned, nothing read.
     assert plan_trade_files(table, [WindowRange(DAY + timedelta(days=9, minutes=m), DAY + timedelta(days=9, minutes=m + 1)) for m in range(6)]) == []
+
+
+def test_a_pruned_read_of_a_truncated_trades_file_fails_naming_the_file(settings, catalog, tmp_path):
+    """As the other read paths do (test_failure_kinds): a corrupt file is a DataFileError, terminal, with its path."""
+    import pytest
+
+    from ohlcv.errors import DataFileError
+    from ohlcv.store import read_pruned
+
+    ingest_day(settings, catalog, tmp_path, 20_000)
+    table = load_trades(catalog, settings.namespace)
+    ranges = [WindowRange(DAY + timedelta(hours=h), DAY + timedelta(hours=h, minutes=1)) for h in range(6)]
+    [task] = plan_trade_files(table, ranges)
+    path = task.file.file_path.removeprefix("file://")
+    with open(path, "r+b") as handle:
+        handle.truncate(handle.seek(0, 2) // 2)
+    with pytest.raises(DataFileError, match=path):
+        read_pruned([task], ranges)
