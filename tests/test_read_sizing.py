@@ -1,18 +1,24 @@
-"""The read plan's estimate of trades in a range (from manifests only), and the shuffle width
-it sets: a day's trades spread over many tasks, a tick's over one per core."""
+"""The read plan's estimate of trades in a range (from manifests only), the shuffle width it
+sets (a day's trades spread over many tasks, a tick's over one per core), and the "pruned"
+read of scattered ranges (exact, and naming a corrupt file)."""
 
 from __future__ import annotations
 
+import random
 from datetime import timedelta
 
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
+import pytest
 
 from support import utc
 from ohlcv import aggregate
 from ohlcv.catalog import load_trades
 from ohlcv.generate import GenerateSpec, generate
 from ohlcv.ingest import ingest_files
-from ohlcv.store import plan_trade_files, rows_in_range
+from ohlcv.errors import DataFileError
+from ohlcv.store import micros, plan_trade_files, read_pruned, rows_in_range
 from ohlcv.windows import WindowRange
 
 DAY = utc(2024, 3, 4)
@@ -59,13 +65,6 @@ def test_a_pruned_read_keeps_exactly_the_trades_of_many_scattered_ranges(setting
     """The "pruned" read (ohlcv.store.read_pruned) against a plain filter of the same trades:
     ranges that touch, overlap, sit on row-group edges, fall between trades or outside the day.
     Files are planned by the ranges' hull and then each file's bounds (plan_trade_files)."""
-    import random
-
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    from ohlcv.store import micros, read_pruned
-
     ingest_day(settings, catalog, tmp_path, 200_000)  # a day: several row groups of the trades table
     table = load_trades(catalog, settings.namespace)
     stored = table.scan().to_arrow()
@@ -90,11 +89,6 @@ def test_a_pruned_read_keeps_exactly_the_trades_of_many_scattered_ranges(setting
 
 def test_a_pruned_read_of_a_truncated_trades_file_fails_naming_the_file(settings, catalog, tmp_path):
     """As the other read paths do (test_failure_kinds): a corrupt file is a DataFileError, terminal, with its path."""
-    import pytest
-
-    from ohlcv.errors import DataFileError
-    from ohlcv.store import read_pruned
-
     ingest_day(settings, catalog, tmp_path, 20_000)
     table = load_trades(catalog, settings.namespace)
     ranges = [WindowRange(DAY + timedelta(hours=h), DAY + timedelta(hours=h, minutes=1)) for h in range(6)]
