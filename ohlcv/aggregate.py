@@ -218,7 +218,7 @@ def trades_per_series(unique: DataFrame, ranges: list[WindowRange], slot_us: int
     Counted from the deduplicated trades directly, not through windows, so a trade lost or
     counted twice by the windowing shows up as a difference.
     """
-    inside = spark_ranges_condition("timestamp", sorted(ranges), slot_us)
+    inside = spark_ranges_condition("timestamp", ranges, slot_us)
     return unique.where(inside).groupBy("exchange", "symbol").agg(F.count(F.lit(1)).alias("trades"))
 
 

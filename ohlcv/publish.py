@@ -5,12 +5,11 @@ from __future__ import annotations
 from datetime import datetime
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from ohlcv.catalog import load_candles, load_trades, open_catalog
 from ohlcv.errors import CommitConflict
 from ohlcv.settings import Settings
-from ohlcv.store import CommitResult, commit_candles, micros, ranges_filter
+from ohlcv.store import CommitResult, commit_candles, in_ranges, ranges_filter
 from ohlcv.watermark import Watermark, is_ancestor_or_same, recorded_watermark, trades_since
 from ohlcv.windows import Chunk, WindowRange
 
@@ -19,12 +18,8 @@ __all__ = ["candles_in", "commit_chunk"]
 
 def candles_in(candles: pa.Table, ranges: WindowRange | list[WindowRange]) -> pa.Table:
     """The candles whose window starts inside `ranges` (one range or several)."""
-    starts = candles.column("window_start").cast(pa.int64())
-    inside = None
-    for rng in [ranges] if isinstance(ranges, WindowRange) else ranges:
-        this = pc.and_(pc.greater_equal(starts, micros(rng.start)), pc.less(starts, micros(rng.end)))
-        inside = this if inside is None else pc.or_(inside, this)
-    return candles.filter(inside) if inside is not None else candles.slice(0, 0)
+    ranges = [ranges] if isinstance(ranges, WindowRange) else ranges
+    return candles.filter(pa.array(in_ranges(candles.column("window_start").cast(pa.int64()).to_numpy(), ranges)))
 
 
 def commit_chunk(

@@ -52,6 +52,7 @@ __all__ = [
     "read_trades",
     "READ_HERE_MAX_ROWS",
     "read_pruned",
+    "in_ranges",
     "scratch_folder",
     "CommitResult",
     "merge_candles",
@@ -60,6 +61,7 @@ __all__ = [
     "ranges_filter",
     "windows_filter",
     "spark_ranges_condition",
+    "slot_starts",
     "commit_candles",
     "committing",
     "read_candles",
@@ -196,10 +198,11 @@ def read_trades(
     # Parquet and would read every row group between them. Few trades in them: read here,
     # each file's row groups pruned by every range (files are in time order, see catalog.py).
     scattered = len(ranges) > _MAX_COMPARED_RANGES
+    handed = None
     if mode == "auto" and scattered and local and scratch is not None and rows <= READ_HERE_MAX_ROWS:
-        kept = Path(scratch) / "trades.parquet"
-        pq.write_table(read_pruned(tasks, ranges), kept, compression="none")
-        frame, how = spark.read.schema(SPARK_TRADE_SCHEMA).parquet(str(kept)), "pruned"
+        handed = _hand_over(tasks, ranges, Path(scratch))
+    if handed is not None:
+        frame, how = spark.read.schema(SPARK_TRADE_SCHEMA).parquet(handed), "pruned"
     elif mode in ("auto", "native") and local:
         frame, how = spark.read.schema(SPARK_TRADE_SCHEMA).parquet(*[t.file.file_path for t in tasks]), "native"
     else:
@@ -216,11 +219,11 @@ def read_trades(
 
 @contextmanager
 def scratch_folder(table: Table):
-    """A fresh folder under the table's location, removed on exit, for rows a read hands to
-    Spark ("pruned" reads); None for a table whose location is not local. It is where the
-    table's files are, so every executor that reads those sees it too; one left behind by a
-    process that died is an unreferenced file, which upkeep removes after its grace period.
-    None too where the folder cannot be made (a read-only warehouse)."""
+    """Where a "pruned" read may leave rows for Spark: a fresh folder name under the table's
+    location, removed on exit if a read made it; None for a table that is not local. It is
+    where the table's files are, so every executor that reads those sees it too; one left
+    behind by a process that died is an unreferenced file, which upkeep removes after its
+    grace period. Nothing is made unless a read needs it."""
     import shutil
     import uuid
 
@@ -229,15 +232,23 @@ def scratch_folder(table: Table):
         return
     folder = Path(urlsplit(table.location()).path) / "scratch" / uuid.uuid4().hex
     try:
-        folder.mkdir(parents=True)
-    except OSError as exc:  # a read-only warehouse: reads go on without the pruned mode
-        log.debug("no scratch folder under %s (%s): pruned reads are off", table.location(), exc)
-        yield None
-        return
-    try:
         yield str(folder)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def _hand_over(tasks: list[FileScanTask], ranges: list[WindowRange], scratch: Path) -> str | None:
+    """The pruned trades of `ranges`, written to one Parquet file in `scratch` for Spark to read
+    natively (a DataFrame made from Arrow in memory took seven times as long); None where the
+    folder cannot be made (a read-only warehouse), and the read goes on another way."""
+    try:
+        scratch.mkdir(parents=True)
+    except OSError as exc:
+        log.debug("no scratch folder %s (%s): not a pruned read", scratch, exc)
+        return None
+    kept = scratch / "trades.parquet"
+    pq.write_table(read_pruned(tasks, ranges), kept, compression="none")
+    return str(kept)
 
 
 # A scattered read estimated at up to this many trades is read in the Spark driver's process
@@ -268,9 +279,17 @@ def read_pruned(tasks: list[FileScanTask], ranges: list[WindowRange]) -> pa.Tabl
     if not pieces:
         return ARROW_TRADES.empty_table()
     read = pa.concat_tables(pieces)
-    stamps = read.column("timestamp").cast(pa.int64()).to_numpy()
-    slot = np.searchsorted(starts, stamps, side="right") - 1
-    return read.filter(pa.array((slot >= 0) & (stamps < ends[np.maximum(slot, 0)])))
+    return read.filter(pa.array(in_ranges(read.column("timestamp").cast(pa.int64()).to_numpy(), ranges)))
+
+
+def in_ranges(values_us: np.ndarray, ranges: list[WindowRange]) -> np.ndarray:
+    """Which of `values_us` (microseconds since the epoch) lie in any of `ranges`: one binary
+    search a value in the merged ranges, however many ranges there are."""
+    starts, ends = _merged_bounds(ranges)
+    if not len(starts):
+        return np.zeros(len(values_us), dtype=bool)
+    slot = np.searchsorted(starts, values_us, side="right") - 1
+    return (slot >= 0) & (values_us < ends[np.maximum(slot, 0)])
 
 
 def _merged_bounds(ranges: list[WindowRange]) -> tuple[np.ndarray, np.ndarray]:
@@ -320,9 +339,14 @@ def spark_ranges_condition(column: str, ranges: list[WindowRange], slot_us: int 
 
     if len(ranges) <= _MAX_COMPARED_RANGES or not slot_us:
         return balanced_or([inside(rng) for rng in ranges], lambda a, b: a | b)
-    slots = [start for rng in ranges for start in range(micros(rng.start), micros(rng.end), slot_us)]
     slot = F.floor(F.unix_micros(F.col(column)) / F.lit(slot_us)) * F.lit(slot_us)
-    return inside(WindowRange(ranges[0].start, max(r.end for r in ranges))) & slot.cast("long").isin(slots)
+    hull = WindowRange(min(r.start for r in ranges), max(r.end for r in ranges))
+    return inside(hull) & slot.cast("long").isin(slot_starts(ranges, slot_us))
+
+
+def slot_starts(ranges: list[WindowRange], slot_us: int) -> list[int]:
+    """The start (microseconds) of every `slot_us` wide slot the ranges are made of."""
+    return [start for rng in ranges for start in range(micros(rng.start), micros(rng.end), slot_us)]
 
 
 def _batches_naming_the_file(scan, task: FileScanTask):
@@ -466,7 +490,7 @@ def windows_filter(column: str, ranges: list[WindowRange], window_us: int | None
     residual, seconds a commit; an IN is one predicate. Same rows: a candle starts on its window."""
     if window_us is None or len(ranges) <= _MAX_COMPARED_RANGES:
         return ranges_filter(column, ranges)
-    starts = [start for rng in ranges for start in range(micros(rng.start), micros(rng.end), window_us)]
+    starts = slot_starts(ranges, window_us)
     if len(starts) > _MAX_LISTED_WINDOWS:
         return ranges_filter(column, ranges)
     return In(column, starts)
@@ -503,10 +527,7 @@ def commit_candles(
     ranges = _as_ranges(ranges)
     starts = fresh.column("window_start").cast(pa.int64()).to_numpy() if fresh.num_rows else np.array([], "int64")
     if len(starts):
-        inside = np.zeros(len(starts), dtype=bool)
-        for rng in ranges:
-            inside |= (starts >= micros(rng.start)) & (starts < micros(rng.end))
-        if not inside.all():
+        if not in_ranges(starts, ranges).all():
             raise ValueError(f"candles outside {', '.join(map(str, ranges))} passed to the commit of {name}")
     table.refresh()
     current = recorded_watermark(table)
