@@ -30,6 +30,7 @@ __all__ = [
     "ROWS_PER_SHUFFLE_TASK", "shuffle_partitions",
     "OUTPUT_COLUMNS",
     "dedupe_trades",
+    "as_unique",
     "rollup",
     "release",
     "candles",
@@ -82,6 +83,13 @@ def dedupe_trades(trades: DataFrame, partitions: int = 16) -> DataFrame:
         .where(F.col("version") == 1)
         .select("exchange", "symbol", "trade_id", "timestamp", "price", "quantity")
     )
+
+
+def as_unique(trades: DataFrame) -> DataFrame:
+    """Trades known to hold one version each (see ohlcv/dedup.py), shaped as `dedupe_trades`
+    returns them: no shuffle here, so the candles' aggregation pre-aggregates each task's
+    trades before its own shuffle, and no series is bound to one task."""
+    return trades.select("exchange", "symbol", "trade_id", "timestamp", "price", "quantity")
 
 
 def _trade_order() -> Column:

@@ -19,7 +19,7 @@ from ohlcv.object_store import check_bucket
 from ohlcv.settings import Settings
 from ohlcv.timeframes import TIMEFRAMES, Timeframe
 
-__all__ = ["open_catalog", "CANDLE_TABLE_PROPERTIES", "TRADES_TABLE_PROPERTIES", "TableSpec", "table_specs", "ensure_tables", "load_table", "load_candles", "load_trades"]
+__all__ = ["open_catalog", "CANDLE_TABLE_PROPERTIES", "TRADES_TABLE_PROPERTIES", "TRADE_ID_RANGES_PROPERTIES", "TableSpec", "table_specs", "ensure_tables", "load_table", "load_candles", "load_trades"]
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +82,10 @@ CANDLE_TABLE_PROPERTIES = {"commit.retry.num-retries": "0"}
 # row group by its timestamp statistics, where pyiceberg's default (about a million rows, half
 # a day of a busy exchange) made it read whole days.
 TRADES_TABLE_PROPERTIES = {"write.parquet.row-group-limit": "32768"}
+# The trade id index is rewritten whole by each ingest (ohlcv/dedup.py): a commit on a base
+# that moved must fail and be redone from the new index, never be rebased over another
+# ingest's rewrite (which would drop that ingest's entries).
+TRADE_ID_RANGES_PROPERTIES = {"commit.retry.num-retries": "0"}
 
 
 @dataclass(frozen=True)
@@ -97,6 +101,7 @@ def table_specs() -> list[TableSpec]:
     specs = [
         TableSpec(s.TRADES_TABLE, s.TRADES_SCHEMA, s.trades_spec(), TRADES_TABLE_PROPERTIES),
         TableSpec(s.QUARANTINE_TABLE, s.QUARANTINE_SCHEMA, s.quarantine_spec()),
+        TableSpec(s.TRADE_ID_RANGES_TABLE, s.TRADE_ID_RANGES_SCHEMA, PartitionSpec(), TRADE_ID_RANGES_PROPERTIES),
     ]
     specs += [TableSpec(tf.table, s.CANDLE_SCHEMA, s.candle_spec(tf), CANDLE_TABLE_PROPERTIES) for tf in TIMEFRAMES.values()]
     return specs

@@ -3,7 +3,9 @@
 A file is checked as a whole first (readable, known format, required columns present): a
 malformed file is refused before anything is written. Row problems never refuse a file: the
 row goes to `quarantine_trades` with its raw text and every reason that applies, and the valid
-rows still land. Duplicate trades are kept as delivered; candles count each trade once.
+rows still land. A trade delivered again (same exchange, symbol and trade_id) lands once: the
+version ingested first wins, and every later one goes to quarantine as "duplicate" with its raw
+row (ohlcv/dedup.py), so candles need not deduplicate the days ingest vouches for.
 """
 
 from __future__ import annotations
@@ -25,11 +27,11 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from pyiceberg.catalog import Catalog
 
-from ohlcv import schema as s
+from ohlcv import dedup, schema as s
 from ohlcv.catalog import load_table
-from ohlcv.errors import InputError
+from ohlcv.errors import InputError, TableNotFound
 
-__all__ = ["EpochUnit", "FileReport", "check_file", "read_file", "validate", "ingest_files", "in_time_order", "REASONS", "NAME_PATTERN", "check_name"]
+__all__ = ["EpochUnit", "FileReport", "check_file", "read_file", "validate", "ingest_files", "in_time_order", "REASONS", "DUPLICATE", "NAME_PATTERN", "check_name"]
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +64,8 @@ REASONS = (
     "timestamp is not parseable",
     "timestamp out of range 2000..2100 (check --epoch-unit)",
 )
+# A valid row that an earlier version of the same trade outranks: stored, or earlier in the file.
+DUPLICATE = "duplicate"
 
 
 @dataclass
@@ -71,7 +75,7 @@ class FileReport:
     ingested: int = 0
     quarantined: int = 0
     reasons: Counter[str] = field(default_factory=Counter)
-    duplicates_in_file: int = 0
+    duplicates: int = 0  # valid rows quarantined because another version of the trade wins (in `quarantined` too)
 
 
 def _format_of(path: Path) -> str:
@@ -239,8 +243,9 @@ def _iso_to_us(texts: pd.Series, naive: bool) -> np.ndarray:
     return as_us
 
 
-def validate(table: pa.Table, epoch_unit: EpochUnit, ingested_at: datetime, source: str = "") -> tuple[pa.Table, pa.Table, Counter[str]]:
-    """Split a file's rows into (valid trades, quarantined rows, count per reason)."""
+def validate(table: pa.Table, epoch_unit: EpochUnit, ingested_at: datetime, source: str = "") -> tuple[pa.Table, pa.Table, Counter[str], np.ndarray]:
+    """Split a file's rows into (valid trades, quarantined rows, count per reason, the position
+    in the file of each valid trade)."""
     n = table.num_rows
     problems: dict[str, np.ndarray] = {}
     texts = {name: _text(table.column(name)) for name in ("exchange", "symbol", "trade_id")}
@@ -295,19 +300,19 @@ def validate(table: pa.Table, epoch_unit: EpochUnit, ingested_at: datetime, sour
         }
     ).cast(s.arrow_schema(s.TRADES_SCHEMA))
 
-    quarantined = _quarantine_rows(table, bad_rows, problems, source, stamp)
-    return valid, quarantined, counts
+    quarantined = _quarantine_rows(table, np.flatnonzero(bad_rows), ["; ".join(r for r in REASONS if problems[r][i])
+                                                                    for i in np.flatnonzero(bad_rows)], source, stamp)
+    return valid, quarantined, counts, np.flatnonzero(good)
 
 
-def _quarantine_rows(table: pa.Table, bad_rows: np.ndarray, problems: dict[str, np.ndarray], source: str, stamp: pa.Scalar) -> pa.Table:
-    indices = np.flatnonzero(bad_rows)
+def _quarantine_rows(table: pa.Table, indices: np.ndarray, reasons: list[str], source: str, stamp: pa.Scalar) -> pa.Table:
+    """The rows of the file at `indices`, as it wrote them (text), each with its reason."""
     raw = {}
     for name in s.QUARANTINE_RAW_COLUMNS:
         if name in table.column_names:
             raw[name] = pc.cast(table.column(name).take(indices), pa.string())
         else:
             raw[name] = pa.nulls(len(indices), pa.string())
-    reasons = ["; ".join(r for r in REASONS if problems[r][i]) for i in indices]
     columns = {
         **raw,
         "reason": pa.array(reasons, pa.string()),
@@ -334,13 +339,6 @@ def in_time_order(trades: pa.Table) -> pa.Table:
     return trades.take(pc.sort_indices(stamps))
 
 
-def _duplicate_count(valid: pa.Table) -> int:
-    if valid.num_rows == 0:
-        return 0
-    distinct = valid.group_by(["exchange", "symbol", "trade_id"]).aggregate([]).num_rows
-    return valid.num_rows - distinct
-
-
 def ingest_files(
     catalog: Catalog,
     namespace: str,
@@ -356,20 +354,52 @@ def ingest_files(
         check_file(path)
     trades = load_table(catalog, namespace, s.TRADES_TABLE)
     quarantine = load_table(catalog, namespace, s.QUARANTINE_TABLE)
+    try:
+        index = load_table(catalog, namespace, s.TRADE_ID_RANGES_TABLE)
+    except TableNotFound:  # a warehouse from before deduplication on write: `ohlcv init` adds it
+        log.warning("no %s table (run `ohlcv init`): trades land unchecked and are deduplicated when read", s.TRADE_ID_RANGES_TABLE)
+        index = None
     reports = []
     for path in paths:
         table = read_file(path)
-        valid, bad, counts = validate(table, epoch_unit, now, source=str(path))
+        valid, bad, counts, positions = validate(table, epoch_unit, now, source=str(path))
+        trades.refresh()
+        checked = trades.current_snapshot()
+        repeats, properties = _first_versions(trades, index, checked, valid)
+        if repeats.any():
+            counts[DUPLICATE] = int(repeats.sum())
+            stamp = pa.scalar(now, pa.timestamp("us", tz="UTC"))
+            bad = pa.concat_tables([bad, _quarantine_rows(table, positions[repeats], [DUPLICATE] * int(repeats.sum()), str(path), stamp)])
+            valid = valid.filter(pa.array(~repeats))
         valid = in_time_order(valid)
-        # Valid rows first: if the process dies between the two commits, no trade is lost and
-        # the quarantine rows reappear on the next ingest of the same file.
+        # Valid rows first: if the process dies between the commits, no trade is lost and the
+        # quarantine rows reappear on the next ingest of the same file. The index before the
+        # trades: an index entry without its trades only costs a needless check later.
         if valid.num_rows:
-            trades.append(valid, snapshot_properties={"ohlcv.source": str(path)})
+            if index is not None:
+                dedup.record_id_ranges(index, dedup.id_ranges(valid))
+            trades.append(valid, snapshot_properties={"ohlcv.source": str(path), **properties})
         if bad.num_rows:
             quarantine.append(bad, snapshot_properties={"ohlcv.source": str(path)})
-        report = FileReport(str(path), table.num_rows, valid.num_rows, bad.num_rows, counts, _duplicate_count(valid))
-        log.info("ingested %s: %d rows, %d landed, %d quarantined", path, report.rows, report.ingested, report.quarantined)
+        report = FileReport(str(path), table.num_rows, valid.num_rows, bad.num_rows, counts, int(repeats.sum()))
+        log.info("ingested %s: %d rows, %d landed, %d quarantined (%d duplicates)",
+                 path, report.rows, report.ingested, report.quarantined, report.duplicates)
         reports.append(report)
         if on_file is not None:
             on_file(report)
     return reports
+
+
+def _first_versions(trades, index, checked, valid: pa.Table) -> tuple[np.ndarray, dict[str, str]]:
+    """Which valid rows another version of their trade outranks (an earlier row of the file, or a
+    stored trade), and the guarantee the append records (see ohlcv/dedup.py)."""
+    repeats = dedup.repeats_in_file(valid)
+    if index is None:
+        return repeats, {}
+    where = dedup.series_to_check(dedup.load_id_ranges(index), dedup.id_ranges(valid.filter(pa.array(~repeats))))
+    stored = dedup.stored_versions(trades, checked, where)
+    firsts = np.flatnonzero(~repeats)
+    outranked, shared = dedup.outranked_by_stored(valid.take(firsts), stored)
+    repeats[firsts[outranked]] = True
+    at_risk = dedup.duplicate_days(trades, checked.snapshot_id) if checked is not None else dedup.DuplicateDays(frozenset())
+    return repeats, dedup.guarantee(checked, at_risk | dedup.DuplicateDays(frozenset(shared)))

@@ -26,8 +26,10 @@ from ohlcv.timeframes import Timeframe
 __all__ = [
     "TRADES_TABLE",
     "QUARANTINE_TABLE",
+    "TRADE_ID_RANGES_TABLE",
     "TRADES_SCHEMA",
     "QUARANTINE_SCHEMA",
+    "TRADE_ID_RANGES_SCHEMA",
     "CANDLE_SCHEMA",
     "TRADE_COLUMNS",
     "QUARANTINE_RAW_COLUMNS",
@@ -61,6 +63,21 @@ QUARANTINE_SCHEMA = Schema(
     NestedField(8, "reason", StringType(), required=True),
     NestedField(9, "source", StringType(), required=False),
     NestedField(10, "ingested_at", TimestamptzType(), required=True),
+)
+
+# Which trade ids each (exchange, symbol) stored on each day (see ohlcv/dedup.py): what lets
+# ingest find the stored trades a new file repeats without reading the trades table. An id of
+# at most 18 digits counts as a number (so "999" < "1000"), any other id as text.
+TRADE_ID_RANGES_TABLE = "trade_id_ranges"
+TRADE_ID_RANGES_SCHEMA = Schema(
+    NestedField(1, "exchange", StringType(), required=True),
+    NestedField(2, "symbol", StringType(), required=True),
+    NestedField(3, "day", DateType(), required=True),
+    NestedField(4, "first_number", LongType(), required=False),
+    NestedField(5, "last_number", LongType(), required=False),
+    NestedField(6, "first_text", StringType(), required=False),
+    NestedField(7, "last_text", StringType(), required=False),
+    NestedField(8, "trades", LongType(), required=True),
 )
 
 CANDLE_KEY = ("exchange", "symbol", "window_start")

@@ -140,6 +140,7 @@ class ReadPlan:
     mode: str  # "native", "arrow", "pruned" (read in the driver, see read_trades) or "empty"
     rows: int = 0  # estimated trades in the ranges: see `rows_in_range`
     snapshot: int | None = None  # the trades snapshot read (None: the table had none)
+    deduplicated: bool = True  # False: the snapshot vouches that these trades hold one version each
 
 
 def rows_in_range(table: Table, tasks: list[FileScanTask], ranges: WindowRange | list[WindowRange]) -> int:

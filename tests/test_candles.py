@@ -7,8 +7,13 @@ from datetime import timedelta
 
 import pytest
 
-from support import BOTH_CATALOGS, assert_matches_oracle, backfill, crafted_trades, ingest_rows, run_chunks, stored, stored_trades, trade, utc
-from ohlcv import timeframes
+import pyarrow as pa
+
+from support import (
+    BOTH_CATALOGS, assert_matches_oracle, backfill, crafted_trades, ingest_rows, run_chunks, stored, stored_trades, trade, trades_table, utc,
+)
+from ohlcv import schema as s, timeframes
+from ohlcv.catalog import load_trades
 from ohlcv.generate import GenerateSpec, generate
 from ohlcv.windows import tick_chunks
 
@@ -52,11 +57,27 @@ def test_generated_trades_across_midnight_and_month_end_match_the_oracle(setting
 def test_file_ingested_twice_counts_each_trade_once(settings, catalog, spark, tmp_path):
     rows = crafted_trades()
     ingest_rows(settings, catalog, rows, tmp_path, "first", utc(2024, 2, 2))
-    ingest_rows(settings, catalog, rows, tmp_path, "again", utc(2024, 2, 3))
-    backfill(settings, utc(2024, 1, 31), utc(2024, 2, 2))
-    trades = stored_trades(catalog)
-    assert len(trades) == 2 * len(rows)
-    assert_matches_oracle(catalog, trades)
+    again = ingest_rows(settings, catalog, rows, tmp_path, "again", utc(2024, 2, 3))
+    assert (again.ingested, again.duplicates) == (0, len(rows)), "every row of the second delivery is a later version"
+    outcomes = backfill(settings, utc(2024, 1, 31), utc(2024, 2, 2))
+    assert not any(o.aggregated.deduplicated for o in outcomes), "ingest vouched for every day: no deduplication on read"
+    delivered = [{**r, "ingested_at": utc(2024, 2, 2)} for r in rows] + [{**r, "ingested_at": utc(2024, 2, 3)} for r in rows]
+    assert_matches_oracle(catalog, delivered)
+
+
+def test_trades_another_writer_appended_are_deduplicated_on_read_on_their_days_only(settings, catalog, spark, tmp_path):
+    """A writer other than `ohlcv ingest` records no guarantee: the days its files span are
+    deduplicated when read, the other days are not, and every candle equals the oracle."""
+    rows = crafted_trades()
+    ingest_rows(settings, catalog, rows, tmp_path, "ours", utc(2024, 2, 2))
+    theirs = [{**r, "price": r["price"] + 1.0} for r in rows if r["timestamp"] >= utc(2024, 2, 1)]
+    table = trades_table(theirs).drop(["side"]).append_column("side", pa.nulls(len(theirs), pa.string()))
+    table = table.append_column("ingested_at", pa.array([utc(2024, 2, 3)] * len(theirs), pa.timestamp("us", tz="UTC")))
+    load_trades(catalog, settings.namespace).append(table.select(s.TRADES_SCHEMA.column_names).cast(s.arrow_schema(s.TRADES_SCHEMA)))
+    outcomes = backfill(settings, utc(2024, 1, 31), utc(2024, 2, 2))
+    assert {o.chunk.read.start.day: o.aggregated.deduplicated for o in outcomes} == {31: False, 1: True}
+    delivered = [{**r, "ingested_at": utc(2024, 2, 2)} for r in rows] + [{**r, "ingested_at": utc(2024, 2, 3)} for r in theirs]
+    assert_matches_oracle(catalog, delivered)
 
 
 def test_a_tick_recomputes_exactly_its_lookback(settings, catalog, spark, tmp_path):

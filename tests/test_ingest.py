@@ -159,10 +159,11 @@ def test_ingest_before_init_names_the_fix(tmp_path):
         ingest_files(catalog, "market_data", [write_csv(tmp_path, "a,b,1,1,1,,2024-05-01\n")], "us", NOW)
 
 
-def test_duplicates_within_a_file_are_reported(settings, catalog, tmp_path):
+def test_a_trade_repeated_within_a_file_lands_once_and_the_repeats_go_to_quarantine(settings, catalog, tmp_path):
     body = "binance,BTC-USDT,1,100,1,buy,2024-05-01T10:00:00Z\n" * 3
     [report] = ingest_files(catalog, "market_data", [write_csv(tmp_path, body)], "us", NOW)
-    assert (report.ingested, report.duplicates_in_file) == (3, 2)
+    assert (report.ingested, report.duplicates, report.quarantined) == (1, 2, 2)
+    assert [r["reason"] for r in quarantined(catalog)] == ["duplicate", "duplicate"]
 
 
 def test_trades_land_in_time_order_in_row_groups_that_each_cover_a_short_span(settings, catalog, tmp_path):

@@ -81,7 +81,7 @@ def ingest(
             f"{report.path}: {report.rows:,} rows, [green]{report.ingested:,} ingested[/], "
             f"{'[yellow]' if report.quarantined else ''}{report.quarantined:,} quarantined"
             f"{'[/]' if report.quarantined else ''}"
-            + (f", {report.duplicates_in_file:,} repeated trade ids (counted once)" if report.duplicates_in_file else "")
+            + (f" ({report.duplicates:,} of them duplicates: an earlier version of the trade wins)" if report.duplicates else "")
         )
 
     reports = ingest_files(catalog, settings.namespace, [str(p) for p in paths], epoch_unit, utc_now(), on_file=report_file)

@@ -116,6 +116,7 @@ def _aggregate_summary(result: Aggregated) -> dict:
         "trade_files": result.files,
         "trade_bytes": result.bytes,
         "read_mode": result.read_mode,
+        "deduplicated": result.deduplicated,
         "spark_seconds": round(result.seconds, 3),
     }
 

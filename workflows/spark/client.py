@@ -33,6 +33,7 @@ class Aggregated:
     read_mode: str
     seconds: float
     trades_snapshot: int | None = None  # the trades snapshot the candles were computed from
+    deduplicated: bool = True  # False: ingest vouched that the trades read hold one version each
 
 
 def count_group(chunk: Chunk, tf) -> tuple[tuple[datetime, datetime], ...]:
@@ -51,7 +52,7 @@ def aggregate_chunk(settings: Settings, chunk: Chunk, request_id: str | None = N
     result = _await_with_watchdog(settings, ref, request_id)
     return Aggregated(
         result["candles"], result["source_counts"], result["files"], result["bytes"], result["read_mode"], result["seconds"],
-        result["trades_snapshot"],
+        result["trades_snapshot"], result["deduplicated"],
     )
 
 

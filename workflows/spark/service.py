@@ -12,6 +12,7 @@ the requests callers make of it.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import sys
@@ -101,10 +102,13 @@ class SparkService:
         """Run `work(unique_trades, read_plan)` over the deduplicated trades of `ranges`, as of
         `snapshot_id` (default: the trades snapshot current now, which the read plan names).
 
+        The trades are deduplicated here only where that snapshot may hold two versions of a
+        trade (ohlcv/dedup.py): elsewhere ingest already kept one. `plan.deduplicated` says which.
         `keep`: cache the deduplicated trades, for work that reads them more than once.
         """
         from ohlcv import aggregate
         from ohlcv.catalog import load_trades
+        from ohlcv.dedup import duplicate_days
         from ohlcv.store import read_trades, scratch_folder
         from ohlcv.windows import WindowRange
 
@@ -117,7 +121,10 @@ class SparkService:
             with scratch_folder(table) as scratch:
                 trades, plan = read_trades(self.spark, table, windows, settings.read_mode, self.sizing.slots, snapshot_id,
                                            slot_us, scratch)
-                unique = aggregate.dedupe_trades(trades, partitions=aggregate.shuffle_partitions(plan.rows, self.sizing.slots))
+                if duplicate_days(table, plan.snapshot).meets(windows):
+                    unique = aggregate.dedupe_trades(trades, partitions=aggregate.shuffle_partitions(plan.rows, self.sizing.slots))
+                else:
+                    unique, plan = aggregate.as_unique(trades), dataclasses.replace(plan, deduplicated=False)
                 if keep:  # read by several jobs (candles and reconciliation counts): compute it once
                     unique = unique.persist()
                 try:
@@ -170,6 +177,7 @@ class SparkService:
                 "files": plan.files,
                 "bytes": plan.bytes,
                 "read_mode": plan.mode,
+                "deduplicated": plan.deduplicated,
                 "trades_snapshot": plan.snapshot,
                 "seconds": time.monotonic() - started,
             }
