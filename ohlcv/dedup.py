@@ -48,6 +48,7 @@ __all__ = [
     "CHECKED_PARENT",
     "DUPLICATE_DAYS",
     "KEY",
+    "RANK",
     "DuplicateDays",
     "duplicate_days",
     "guarantee",
@@ -289,7 +290,7 @@ def stored_versions(trades: Table, snapshot: Snapshot | None, where: dict[tuple[
     if snapshot is None or not where:
         return pa.table({name: [] for name in (*KEY, *RANK[1:], "ingested_at")})
     days = sorted({day for found in where.values() for day in found})
-    on_days = balanced_or([range_filter("timestamp", WindowRange(day_start(d), day_start(d) + timedelta(days=1))) for d in days], Or)
+    on_days = balanced_or([range_filter("timestamp", WindowRange(_day_start(d), _day_start(d) + timedelta(days=1))) for d in days], Or)
     series: BooleanExpression = And(In("exchange", sorted({e for e, _ in where})), In("symbol", sorted({sy for _, sy in where})))
     return trades.scan(row_filter=And(on_days, series), snapshot_id=snapshot.snapshot_id,
                        selected_fields=(*KEY, "ingested_at", "timestamp", "price", "quantity")).to_arrow()
@@ -348,7 +349,7 @@ def outranked_by_stored(batch: pa.Table, stored: pa.Table) -> tuple[np.ndarray, 
     return dropped, days
 
 
-def day_start(day: date) -> datetime:
+def _day_start(day: date) -> datetime:
     """Midnight UTC that starts `day`."""
     return EPOCH + timedelta(days=(day - date(1970, 1, 1)).days)
 

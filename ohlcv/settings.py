@@ -49,6 +49,7 @@ ENVIRONMENT = {
     "run_history_days": "OHLCV_RUN_HISTORY_DAYS",
     "upkeep_cron": "OHLCV_UPKEEP_CRON",
     "recompute_limit_days": "OHLCV_RECOMPUTE_LIMIT_DAYS",
+    "backfill_chunk_trades": "OHLCV_BACKFILL_CHUNK_TRADES",
     "s3_endpoint": "AWS_ENDPOINT_URL_S3",
     "s3_region": "AWS_REGION",
 }
@@ -65,6 +66,7 @@ _NUMBERS = {
     "snapshot_days": (float, "a number of days", 0),
     "run_history_days": (float, "a number of days", 0),
     "recompute_limit_days": (float, "a number of days", 0),
+    "backfill_chunk_trades": (int, "a whole number of trades", 0),
 }
 _CHOICES = {
     "read_mode": ("auto", "arrow", "native"),
@@ -119,6 +121,10 @@ class Settings:
     # A tick whose trades snapshot log cannot say which old windows new trades touched (the
     # watermark expired, or trades were removed) recomputes this many days before its lookback.
     recompute_limit_days: float = 7.0
+    # A backfill reads and aggregates consecutive days in one Spark pass while their trades
+    # (as the manifests count them) stay within this many; a larger day is a chunk of its own.
+    # 0: one chunk per day. One chunk's candles are held in memory and checkpointed at once.
+    backfill_chunk_trades: int = 5_000_000
     # S3-compatible object storage (AWS_ENDPOINT_URL[_S3], AWS_REGION / AWS_DEFAULT_REGION):
     # None means AWS itself. Keys are never settings: each process reads its own environment.
     s3_endpoint: str | None = None

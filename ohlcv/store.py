@@ -23,7 +23,7 @@ import logging
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -48,6 +48,7 @@ __all__ = [
     "SPARK_TRADE_SCHEMA",
     "plan_trade_files",
     "rows_in_range",
+    "trades_per_day",
     "ReadPlan",
     "read_trades",
     "READ_HERE_MAX_ROWS",
@@ -161,6 +162,27 @@ def rows_in_range(table: Table, tasks: list[FileScanTask], ranges: WindowRange |
         covered = sum(max(0, min(hi, last + 1) - max(lo, first)) for lo, hi in bounds)
         total += task.file.record_count * min(covered, width) / width
     return round(total)
+
+
+def trades_per_day(table: Table, rng: WindowRange) -> dict[date, int]:
+    """Estimated trades of each UTC day in `rng`, from one planning of its files (nothing is
+    read): each file's rows spread over its timestamp span, as in `rows_in_range`."""
+    lo, hi = micros(rng.start), micros(rng.end)
+    spread: dict[date, float] = {}
+    for task in plan_trade_files(table, rng):
+        first, last = _timestamp_bounds(table, task) or (lo, hi - 1)
+        width = last - first + 1
+        cursor = max(first, lo)
+        while cursor <= min(last, hi - 1):
+            day_end = (cursor // _US_PER_DAY + 1) * _US_PER_DAY
+            covered = min(day_end, last + 1, hi) - cursor
+            day = (EPOCH + timedelta(microseconds=cursor)).date()
+            spread[day] = spread.get(day, 0.0) + task.file.record_count * covered / width
+            cursor = day_end
+    return {day: round(count) for day, count in spread.items()}
+
+
+_US_PER_DAY = 86_400_000_000
 
 
 def _is_local(path: str) -> bool:

@@ -6,8 +6,9 @@ starts: a candle belongs to the range when its `window_start` lies in it.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 
 from ohlcv.errors import InputError
 from ohlcv.timeframes import Timeframe
@@ -170,22 +171,57 @@ def split_by_day(rng: WindowRange) -> list[WindowRange]:
     return chunks
 
 
-def plan_backfill(tfs: list[Timeframe], start: datetime, end: datetime, closed_before: datetime | None = None) -> list[Chunk]:
-    """Day-sized chunks, in time order, that recompute every window whose start is in `[start, end)`.
+def plan_backfill(
+    tfs: list[Timeframe], start: datetime, end: datetime, closed_before: datetime | None = None,
+    trades_per_day: Mapping[date, int] | None = None, chunk_trades: int = 0,
+) -> list[Chunk]:
+    """Chunks, in time order, that recompute every window whose start is in `[start, end)`.
 
-    Every timeframe shares the day chunks: a day's trades are read and aggregated once, and the
-    coarser candles are rolled up from the finer ones of the same pass. A day is the largest
-    window and the smallest partition, so the 1d candles of a day are a day-sized range of
-    their month partition (the upkeep compacts those commits into one file per month).
+    Every timeframe shares the chunks: a chunk's trades are read and aggregated once, and the
+    coarser candles are rolled up from the finer ones of the same pass. A chunk is whole days (a
+    day is the largest window and the smallest partition, so the 1d candles of a day are a
+    day-sized range of their month partition; the upkeep compacts those commits).
+
+    With `trades_per_day` (estimated from the manifests) and `chunk_trades`, consecutive days
+    share one chunk while their trades add up to at most `chunk_trades`: a pass has a fixed
+    cost (Spark jobs, five commits, the workflow's steps) that small days would each pay. A day
+    above the budget is a chunk of its own. Without them, every day is a chunk.
     """
     ranges = {tf.name: backfill_range(tf, start, end, closed_before) for tf in tfs}
     live = [tf for tf in tfs if not ranges[tf.name].empty]
     if not live:
         return []
     union = WindowRange(min(ranges[tf.name].start for tf in live), max(ranges[tf.name].end for tf in live))
-    chunks = []
+    days = []
     for day in split_by_day(union):
         targets = tuple((tf, part) for tf in live if (part := _intersect(ranges[tf.name], day)) is not None)
         if targets:
-            chunks.append(Chunk(WindowRange(min(r.start for _, r in targets), max(r.end for _, r in targets)), targets))
-    return chunks
+            days.append(Chunk(WindowRange(min(r.start for _, r in targets), max(r.end for _, r in targets)), targets))
+    if not trades_per_day or chunk_trades <= 0:
+        return days
+    groups: list[list[Chunk]] = []
+    total = 0
+    for chunk in days:
+        trades = trades_per_day.get(chunk.read.start.date(), 0)
+        if not groups or total + trades > chunk_trades:
+            groups.append([])
+            total = 0
+        groups[-1].append(chunk)
+        total += trades
+    return [_joined(group) for group in groups]
+
+
+def _joined(days: list[Chunk]) -> Chunk:
+    """One chunk for consecutive day chunks: each timeframe's day ranges joined into one."""
+    if len(days) == 1:
+        return days[0]
+    joined: dict[str, tuple[Timeframe, WindowRange]] = {}
+    for chunk in days:
+        for tf, rng in chunk.targets:
+            if tf.name in joined:
+                previous = joined[tf.name][1]
+                if previous.end != rng.start:
+                    raise ValueError(f"{tf.name}: {previous} and {rng} do not meet")
+                rng = WindowRange(previous.start, rng.end)
+            joined[tf.name] = (tf, rng)
+    return Chunk(WindowRange(days[0].read.start, days[-1].read.end), tuple(joined.values()))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from hypothesis import given, strategies as st
 
 from support import utc
 from ohlcv import timeframes
@@ -93,3 +94,37 @@ def test_backfill_chunks_read_each_day_once_for_every_timeframe():
         for tf, rng in chunk.targets:
             assert chunk.read.start <= rng.start and rng.end <= chunk.read.end
             assert floor(rng.start, tf) == rng.start and floor(rng.end, tf) == rng.end
+
+
+@given(
+    first_day=st.integers(0, 40), start_minute=st.integers(0, 1439), days=st.integers(1, 12),
+    counts=st.lists(st.integers(0, 900), min_size=14, max_size=14), budget=st.integers(1, 2500),
+)
+def test_backfill_days_share_a_chunk_while_their_trades_fit_the_budget(first_day, start_minute, days, counts, budget):
+    start = utc(2024, 1, 20) + timedelta(days=first_day, minutes=start_minute)
+    end = start + timedelta(days=days)
+    tfs = timeframes.resolve("all")
+    per_day = {(utc(2024, 1, 20) + timedelta(days=first_day + i)).date(): n for i, n in enumerate(counts)}
+    chunks = plan_backfill(tfs, start, end, trades_per_day=per_day, chunk_trades=budget)
+    by_day = plan_backfill(tfs, start, end)
+    # Same windows as one chunk per day: each timeframe's targets tile its backfill range.
+    for tf in tfs:
+        targets = [rng for chunk in chunks for target, rng in chunk.targets if target.name == tf.name]
+        expected = backfill_range(tf, start, end)
+        if expected.empty:
+            assert not targets
+            continue
+        assert targets[0].start == expected.start and targets[-1].end == expected.end
+        assert all(a.end == b.start for a, b in zip(targets, targets[1:]))
+    for chunk in chunks:
+        for tf, rng in chunk.targets:
+            assert chunk.read.start <= rng.start and rng.end <= chunk.read.end and floor(rng.start, tf) == rng.start
+    # Whole days, in order; a chunk of several days fits the budget, and the next day would not.
+    assert [c.read.start for c in by_day if c.read.start in {k.read.start for k in chunks}] == [c.read.start for c in chunks]
+    trades = [sum(per_day.get(d.read.start.date(), 0) for d in by_day if chunk.read.start <= d.read.start < chunk.read.end)
+              for chunk in chunks]
+    sizes = [sum(1 for d in by_day if chunk.read.start <= d.read.start < chunk.read.end) for chunk in chunks]
+    for index, (total, size) in enumerate(zip(trades, sizes)):
+        assert size == 1 or total <= budget
+        if index + 1 < len(chunks):
+            assert total + per_day.get(chunks[index + 1].read.start.date(), 0) > budget

@@ -18,7 +18,7 @@ from ohlcv.catalog import load_trades
 from ohlcv.generate import GenerateSpec, generate
 from ohlcv.ingest import ingest_files
 from ohlcv.errors import DataFileError
-from ohlcv.store import micros, plan_trade_files, read_pruned, rows_in_range
+from ohlcv.store import micros, plan_trade_files, read_pruned, rows_in_range, trades_per_day
 from ohlcv.windows import WindowRange
 
 DAY = utc(2024, 3, 4)
@@ -50,6 +50,20 @@ def test_the_estimate_is_exact_for_a_whole_day_and_close_for_part_of_it(settings
         assert abs(estimate(catalog, settings, part) - actual(trades, part)) <= 0.5 * actual(trades, part)
     outside = WindowRange(DAY + timedelta(days=3), DAY + timedelta(days=4))
     assert estimate(catalog, settings, outside) == 0
+
+
+def test_trades_per_day_counts_each_day_of_a_range_from_the_manifests(settings, catalog, tmp_path):
+    trades = generate(GenerateSpec(DAY - timedelta(hours=6), DAY + timedelta(days=2), symbols=2, exchanges=1, trades_per_day=4_000, seed=5))
+    path = tmp_path / "days.parquet"
+    pq.write_table(trades, path)
+    ingest_files(catalog, settings.namespace, [str(path)], "us", utc(2024, 3, 7))
+    table = load_trades(catalog, settings.namespace)
+    days = [DAY - timedelta(days=1), DAY, DAY + timedelta(days=1)]
+    exact = {day.date(): actual(trades, WindowRange(day, day + timedelta(days=1))) for day in days}
+    assert trades_per_day(table, WindowRange(days[0], days[-1] + timedelta(days=1))) == exact  # a file per day partition
+    half = trades_per_day(table, WindowRange(DAY + timedelta(hours=12), DAY + timedelta(days=3)))
+    assert half.keys() == {DAY.date(), (DAY + timedelta(days=1)).date()}
+    assert abs(half[DAY.date()] - actual(trades, WindowRange(DAY + timedelta(hours=12), DAY + timedelta(days=1)))) < 0.3 * exact[DAY.date()]
 
 
 def test_a_day_gets_eight_tasks_per_core_and_a_tick_one():

@@ -15,7 +15,7 @@ from support import ALL, AS_OF, run_chunks, stored_trades, table_rows, utc, valu
 from oracle import compare, expected_candles
 from ohlcv import timeframes
 from ohlcv.errors import RunFailed
-from ohlcv.windows import tick_chunks
+from ohlcv.windows import WindowRange, tick_chunks
 from workflows.orchestration import failpoints, ids, journal, runs
 
 pytestmark = pytest.mark.slow
@@ -115,10 +115,12 @@ def test_a_worker_killed_during_the_spark_step_does_not_stop_the_run(fast, catal
 
 def test_backfill_is_one_workflow_and_resume_skips_committed_chunks(fast, catalog, workflows, day_of_trades):
     tfs = [timeframes.get("1m"), timeframes.get("1h")]
+    one_day_each = fast.with_overrides(backfill_chunk_trades=9_000)  # 6,000 trades a day: two days do not fit
     failpoints.arm(fast.failpoint_dir, "commit", "terminal", skip=1)  # chunk Apr 1 commits, Apr 2 fails
     progress = []
     with pytest.raises(RunFailed, match="step commit-0001 failed"):
-        runs.run_backfill(fast, tfs, utc(2024, 4, 1), utc(2024, 4, 3), utc(2030, 1, 1), on_progress=progress.append, poll_seconds=0.2)
+        runs.run_backfill(one_day_each, tfs, utc(2024, 4, 1), utc(2024, 4, 3), utc(2030, 1, 1), on_progress=progress.append,
+                          poll_seconds=0.2)
     [(workflow_id, status)] = workflows.list_all()
     assert status.name == "FAILED" and workflow_id.startswith("ohlcv-backfill-1m+1h-20240401T0000Z-20240403T0000Z-at-")
     assert progress and progress[-1].chunks == 2 and progress[-1].committed == 1
@@ -129,6 +131,13 @@ def test_backfill_is_one_workflow_and_resume_skips_committed_chunks(fast, catalo
     assert journal.read_step(workflow_id, "aggregate-0000") == first_chunk
     assert [c.range.start for c in commits] == [utc(2024, 4, 1), utc(2024, 4, 1), utc(2024, 4, 2), utc(2024, 4, 2)]
     trades = stored_trades(catalog)
+    for tf in tfs:
+        assert not compare(table_rows(catalog, tf), expected_candles(trades, tf.width)), tf.name
+
+    # With the default budget both small days are one chunk: one Spark pass, one commit per table.
+    _, commits = runs.run_backfill(fast, tfs, utc(2024, 4, 1), utc(2024, 4, 3), utc(2030, 1, 2))
+    assert [(c.table, c.range) for c in commits] == [(tf.table, WindowRange(utc(2024, 4, 1), utc(2024, 4, 3))) for tf in tfs]
+    assert sum(c.changed for c in commits) == 0, "the same candles as the day chunks"
     for tf in tfs:
         assert not compare(table_rows(catalog, tf), expected_candles(trades, tf.width)), tf.name
 

@@ -145,7 +145,8 @@ def run_backfill(
     poll_seconds: float = 1.0,
 ) -> tuple[str, list[CommitResult]]:
     """Run a backfill as one workflow, reporting committed chunks while it runs."""
-    chunks = plan_backfill(tfs, start, end, closed_before=now)
+    chunks = plan_backfill(tfs, start, end, closed_before=now, trades_per_day=_trades_per_day(settings, start, end),
+                           chunk_trades=settings.backfill_chunk_trades)
     if not chunks:
         return "", []
     workflow = connect(settings)
@@ -155,6 +156,18 @@ def run_backfill(
                 "end": as_utc(end).isoformat(), "chunks": len(chunks), "namespace": settings.namespace}
     ref = workflow.run_async(backfill_dag(settings, chunks), workflow_id=workflow_id, metadata=metadata)
     return workflow_id, _follow(workflow_id, ref, len(chunks), on_progress, poll_seconds, ray)
+
+
+def _trades_per_day(settings: Settings, start: datetime, end: datetime) -> dict:
+    """The manifests' estimate of each day's trades, which sizes the backfill's chunks."""
+    from ohlcv.catalog import load_trades, open_catalog
+    from ohlcv.store import trades_per_day
+    from ohlcv.windows import WindowRange, floor
+    from ohlcv.timeframes import get
+
+    day = get("1d")
+    return trades_per_day(load_trades(open_catalog(settings), settings.namespace),
+                          WindowRange(floor(start, day), floor(as_utc(end), day) + day.width))
 
 
 def _follow(workflow_id, ref, chunks, on_progress, poll_seconds, ray) -> list[CommitResult]:
