@@ -305,7 +305,7 @@ def validate(table: pa.Table, epoch_unit: EpochUnit, ingested_at: datetime, sour
     return valid, quarantined, counts, np.flatnonzero(good)
 
 
-def _quarantine_rows(table: pa.Table, indices: np.ndarray, reasons: list[str], source: str, stamp: pa.Scalar) -> pa.Table:
+def _quarantine_rows(table: pa.Table, indices: np.ndarray, reasons: list[str] | pa.Array, source: str, stamp: pa.Scalar) -> pa.Table:
     """The rows of the file at `indices`, as it wrote them (text), each with its reason."""
     raw = {}
     for name in s.QUARANTINE_RAW_COLUMNS:
@@ -316,8 +316,8 @@ def _quarantine_rows(table: pa.Table, indices: np.ndarray, reasons: list[str], s
     columns = {
         **raw,
         "reason": pa.array(reasons, pa.string()),
-        "source": pa.array([source] * len(indices), pa.string()),
-        "ingested_at": pa.array([stamp.as_py()] * len(indices), pa.timestamp("us", tz="UTC")),
+        "source": pa.repeat(pa.scalar(source, pa.string()), len(indices)),
+        "ingested_at": pa.repeat(stamp, len(indices)),
     }
     return pa.table(columns).cast(s.arrow_schema(s.QUARANTINE_SCHEMA))
 
@@ -369,7 +369,8 @@ def ingest_files(
         if repeats.any():
             counts[DUPLICATE] = int(repeats.sum())
             stamp = pa.scalar(now, pa.timestamp("us", tz="UTC"))
-            bad = pa.concat_tables([bad, _quarantine_rows(table, positions[repeats], [DUPLICATE] * int(repeats.sum()), str(path), stamp)])
+            reasons = pa.repeat(pa.scalar(DUPLICATE, pa.string()), int(repeats.sum()))
+            bad = pa.concat_tables([bad, _quarantine_rows(table, positions[repeats], reasons, str(path), stamp)])
             valid = valid.filter(pa.array(~repeats))
         valid = in_time_order(valid)
         # Valid rows first: if the process dies between the commits, no trade is lost and the
