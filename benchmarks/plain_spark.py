@@ -24,6 +24,8 @@ def main() -> None:
     parser.add_argument("--cores", type=int, required=True)
     parser.add_argument("--memory", default="2g")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--no-deduplicate", dest="deduplicate", action="store_false",
+                        help="skip the deduplication, as the project does for trades ingest vouched for")
     args = parser.parse_args()
 
     os.environ["PYSPARK_PYTHON"] = sys.executable
@@ -51,7 +53,7 @@ def main() -> None:
             seconds, candles = [], 0
             for _ in range(args.repeats + 1):  # the first run warms the JVM and is not counted
                 started = time.monotonic()
-                result = plain_spark_candles(spark, args.files, args.start_us, args.end_us, tfs)
+                result = plain_spark_candles(spark, args.files, args.start_us, args.end_us, tfs, args.deduplicate)
                 seconds.append(time.monotonic() - started)
                 candles = sum(t.num_rows for t in result.values())
             spark.stop()

@@ -312,6 +312,9 @@ def add_history(settings, trades: Path, days: int, scratch: Path) -> None:
         offset = timedelta(days=back)
         shifted = day_table.set_column(day_table.schema.get_field_index("timestamp"), "timestamp",
                                        earlier(day_table.column("timestamp"), offset))
+        # Other trades than the day's own: the same ids would be quarantined as duplicates.
+        ids = pc.cast(pc.add(pc.cast(day_table.column("trade_id"), "int64"), back * 10**11), "string")
+        shifted = shifted.set_column(shifted.schema.get_field_index("trade_id"), "trade_id", ids)
         path = scratch / f"day-{back}.parquet"
         pq.write_table(shifted, path)
         ingest_files(catalog, settings.namespace, [path], "us", datetime.now(timezone.utc))

@@ -54,6 +54,9 @@ class GenerateSpec:
     exchanges: int = 2
     trades_per_day: int = 100_000
     seed: int = 7
+    # The share of all trades in the busiest series (the first symbol on the first exchange);
+    # None: about 15% with the default popularity curve. Real markets often reach 30 to 40%.
+    largest_share: float | None = None
 
     def validate(self) -> None:
         if as_utc(self.end) <= as_utc(self.start):
@@ -64,6 +67,8 @@ class GenerateSpec:
             raise InputError("--symbols must be at least 1")
         if self.trades_per_day < 1:
             raise InputError("--trades-per-day must be at least 1")
+        if self.largest_share is not None and not 0 < self.largest_share < 1:
+            raise InputError("--largest-share must be between 0 and 1 (exclusive)")
 
 
 def _symbols(count: int) -> list[tuple[str, float, float]]:
@@ -149,7 +154,10 @@ def generate(spec: GenerateSpec) -> pa.Table:
     popularity = np.array([1.0 / (rank + 1) for rank in range(len(symbols))])
     venue_share = np.array([1.0 / (rank + 1) ** 0.5 for rank in range(len(exchanges))])
     weights = np.outer(popularity, venue_share).ravel()
-    counts = rng.multinomial(total, weights / weights.sum())
+    weights = weights / weights.sum()
+    if spec.largest_share is not None and len(weights) > 1:
+        weights = np.concatenate([[spec.largest_share], weights[1:] / weights[1:].sum() * (1 - spec.largest_share)])
+    counts = rng.multinomial(total, weights)
 
     parts = []
     for s_index, (symbol, p0, tick) in enumerate(symbols):

@@ -46,6 +46,8 @@ def generate(
     end: Optional[str] = typer.Option(None, "--end", help="End instant, exclusive [default: start + 1 day]."),
     trades_per_day: int = typer.Option(100_000, "--trades-per-day", help="Trades per day over all series."),
     seed: int = typer.Option(7, "--seed", help="Same seed, same trades."),
+    largest_share: Optional[float] = typer.Option(
+        None, "--largest-share", help="Share of all trades in the busiest series, e.g. 0.4 [default: about 0.15]."),
 ) -> None:
     """Write realistic synthetic trades (random-walk prices, bursts, several exchanges)."""
     from ohlcv.generate import GenerateSpec, generate as make_trades, write_trades
@@ -53,7 +55,7 @@ def generate(
     today = utc_now().replace(hour=0, minute=0, second=0, microsecond=0)
     first = parse_time(start, "--start") if start else today - timedelta(days=1)
     last = parse_time(end, "--end") if end else first + timedelta(days=1)
-    spec = GenerateSpec(first, last, symbols, exchanges, trades_per_day, seed)
+    spec = GenerateSpec(first, last, symbols, exchanges, trades_per_day, seed, largest_share)
     trades = make_trades(spec)
     path = write_trades(trades, out)
     console.print(

@@ -51,6 +51,12 @@ def spark_configs(sizing: SparkSizing) -> dict[str, str]:
         "spark.driver.memory": sizing.driver_memory,
         "spark.sql.session.timeZone": "UTC",
         "spark.sql.shuffle.partitions": str(max(4, sizing.slots * 2)),
+        # A read is cut into at least four splits per core, of whole row groups (32k trades,
+        # about half a MB: see catalog.py), so that a day's single file keeps every core of a
+        # cluster busy. Spark's defaults (4 MB, one split per core) gave a 2.4M-trade day 12
+        # tasks on 32 cores, the longest a quarter of the total (benchmarks/parallelism.py).
+        "spark.sql.files.minPartitionNum": str(4 * sizing.slots),
+        "spark.sql.files.openCostInBytes": str(512 * 1024),
         "spark.sql.execution.arrow.pyspark.enabled": "true",
         "spark.ui.showConsoleProgress": "false",
         "spark.ui.enabled": "false",
