@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.update(OHLCV_WAREHOUSE=settings.warehouse, OHLCV_WORKFLOW_STORAGE=settings.workflow_storage)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, storage=storage.as_uri(), namespace="ohlcv")
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, storage=storage.as_uri(), namespace="ohlcv")
     results: dict = {"runs": args.runs, "target_seconds": TARGET_SECONDS}
     try:
         workflow = import_workflow()

@@ -176,11 +176,12 @@ def rollup(finer: DataFrame, tf: Timeframe) -> DataFrame:
 def candles_for(trades: DataFrame, tfs: list[Timeframe], *, deduped: bool = False) -> dict[str, DataFrame]:
     """Candles of every timeframe in `tfs` from one aggregation of the trades.
 
-    The finest timeframe is computed from the trades and cached; each coarser one is rolled up
-    from the coarsest already computed timeframe that divides it. Callers unpersist the result
-    of the first entry when done (see `release`).
+    The finest timeframe is computed from the trades; each coarser one is rolled up from the
+    coarsest already computed timeframe that divides it, and each frame another rolls up from is
+    cached. Callers unpersist them when done (see `release`).
     """
     ordered = sorted(tfs, key=lambda tf: tf.width)
+    parents = {parent.name for i, tf in enumerate(ordered) if (parent := rollup_parent(tf, ordered[:i])) is not None}
     computed: dict[str, DataFrame] = {}
     done: list[Timeframe] = []
     for tf in ordered:
@@ -189,8 +190,8 @@ def candles_for(trades: DataFrame, tfs: list[Timeframe], *, deduped: bool = Fals
             frame = candles(trades, tf, deduped=deduped)
         else:
             frame = rollup(computed[parent.name], tf)
-        if len(ordered) > 1:
-            frame = frame.persist()
+        if tf.name in parents:
+            frame = frame.persist()  # a coarser timeframe rolls up from it: compute it once
         computed[tf.name] = frame
         done.append(tf)
     return computed

@@ -83,7 +83,7 @@ def ray_cluster(tmp_path_factory):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.filterwarnings("ignore", message="Cluster-wide storage configuration is deprecated")
-        ray.init(num_cpus=2, namespace="ohlcv", include_dashboard=False, log_to_driver=False, storage=storage)
+        ray.init(address="local", num_cpus=2, namespace="ohlcv", include_dashboard=False, log_to_driver=False, storage=storage)
     yield ray
     from workflows.spark.service import stop_service
 

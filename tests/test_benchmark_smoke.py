@@ -20,9 +20,10 @@ ROOT = Path(__file__).resolve().parent.parent
 FIGURES = (
     "project_aggregation_seconds", "plain_spark_seconds", "duckdb_seconds", "end_to_end_seconds",
     "warm_tick_seconds", "cold_tick_seconds", "project_peak_bytes", "plain_spark_peak_bytes", "duckdb_peak_bytes",
-    "ingest_seconds", "service_startup_seconds",
+    "ingest_seconds", "service_startup_seconds", "duckdb_load_seconds", "duckdb_pipeline_seconds",
 )
-RATIOS = ("aggregation / plain spark", "aggregation / duckdb", "end to end / aggregation")
+RATIOS = ("aggregation / plain spark", "aggregation / duckdb", "end to end / aggregation", "ingest / duckdb load",
+          "day pipeline / duckdb pipeline", "warm 1m tick seconds")
 
 
 def finite(value) -> bool:
@@ -52,5 +53,9 @@ def test_the_quick_benchmark_reports_every_figure(tmp_path):
     assert finite(report["ratios"]["history"]["tick with history / tick with 1 day"])
     assert history["late_trades"] == 100 and finite(history["late_tick_seconds"])
     assert finite(report["ratios"]["history"]["late tick / plain tick"])
+    backfill = report["history_backfill"]
+    assert backfill["days"] == 3 and finite(backfill["project_seconds"]) and finite(backfill["duckdb_seconds"])
+    assert finite(report["ratios"]["history backfill"]["history backfill / duckdb"])
+    assert report["parallelism"]["largest_share"] == 0.4 and finite(report["ratios"]["parallelism"]["parallelism ceiling"])
     for line in ("aggregation / duckdb", "peak memory, project (GiB)", "warm 1m tick", "cold first 1m tick"):
         assert line in result.stdout

@@ -51,8 +51,11 @@ def ensure_ray(settings: Settings) -> None:
                 # Ray Workflows keeps its checkpoints in the cluster's storage; Ray 2.47 warns
                 # that this setting is deprecated, and 2.47 is pinned for Ray Workflows itself.
                 warnings.filterwarnings("ignore", message="Cluster-wide storage configuration is deprecated")
+                # address="local": a new Ray of this process's own. Without it, ray.init joins the
+                # newest cluster `ray start` left on this machine (/tmp/ray/ray_current_cluster),
+                # another user's or a test's, and fails there.
                 ray.init(
-                    num_cpus=os.cpu_count(), include_dashboard=False,
+                    address="local", num_cpus=os.cpu_count(), include_dashboard=False,
                     storage=settings.ray_storage_uri, **common,
                 )
         except ConnectionError as exc:

@@ -104,7 +104,9 @@ class SparkService:
 
         The trades are deduplicated here only where that snapshot may hold two versions of a
         trade (ohlcv/dedup.py): elsewhere ingest already kept one. `plan.deduplicated` says which.
-        `keep`: cache the deduplicated trades, for work that reads them more than once.
+        `keep`: the work reads the trades more than once; deduplicated ones are then cached (the
+        dedupe's shuffle is worth computing once), trades read as stored are not (a second scan of
+        a few columns costs less than caching every column of every trade).
         """
         from ohlcv import aggregate
         from ohlcv.catalog import load_trades
@@ -125,12 +127,13 @@ class SparkService:
                     unique = aggregate.dedupe_trades(trades, partitions=aggregate.shuffle_partitions(plan.rows, self.sizing.slots))
                 else:
                     unique, plan = aggregate.as_unique(trades), dataclasses.replace(plan, deduplicated=False)
-                if keep:  # read by several jobs (candles and reconciliation counts): compute it once
+                cached = keep and plan.deduplicated
+                if cached:  # read by several jobs (candles and reconciliation counts): dedupe once
                     unique = unique.persist()
                 try:
                     return work(unique, plan)
                 finally:
-                    if keep:
+                    if cached:
                         unique.unpersist()
         except OhlcvError:
             raise
