@@ -21,7 +21,7 @@ def test_init_creates_every_table_with_its_partitioning_and_is_idempotent(tmp_pa
     catalog = open_catalog(settings)
     first = ensure_tables(catalog, "market_data")
     assert [name for name, created in first if created] == [
-        "gold_crypto_trades", "quarantine_trades", "gold_ohlcv_1m", "gold_ohlcv_5m", "gold_ohlcv_30m", "gold_ohlcv_1h", "gold_ohlcv_1d"]
+        "gold_crypto_trades", "quarantine_trades", "trade_id_ranges", "gold_ohlcv_1m", "gold_ohlcv_5m", "gold_ohlcv_30m", "gold_ohlcv_1h", "gold_ohlcv_1d"]
     assert not any(created for _, created in ensure_tables(catalog, "market_data"))
 
     def partitioning(name):
