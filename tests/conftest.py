@@ -17,6 +17,7 @@ import pytest
 from ohlcv.catalog import ensure_tables, open_catalog
 from ohlcv.generate import GenerateSpec, generate
 from ohlcv.settings import Settings
+from workflows.local_ray import WARM_WORKERS_ENVIRONMENT
 from support import S3_KEYS, free_port, ingest_rows, make_bucket, start_s3_server, stored_trades, utc
 
 _OUR_VARIABLES = ("OHLCV_", "RAY_ADDRESS", "AWS_")
@@ -24,6 +25,13 @@ _OUR_VARIABLES = ("OHLCV_", "RAY_ADDRESS", "AWS_")
 # clusters tests start as subprocesses) lives seconds to minutes: C1 alone and the serial GC cost
 # a third less CPU than HotSpot's defaults there, and the suite is CPU-bound on 2 cores.
 os.environ.setdefault("JAVA_TOOL_OPTIONS", "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC")
+# Every Ray the tests start (the session's, and those of the `ohlcv` commands and clusters they
+# start as subprocesses) keeps idle workers as `ohlcv up`'s head does: Ray's default soft limit
+# is the CPU count, and the long-lived actors (workflow manager, Spark service and master) count
+# against it, so on 2 cores each step's worker was killed a second after it went idle and the
+# next step started a fresh one that imported the project again (seconds each).
+for _name, _value in WARM_WORKERS_ENVIRONMENT.items():
+    os.environ.setdefault(_name, _value)
 # Where `ohlcv up` records its local Ray: the tests' own, so that no test (nor any `ohlcv`
 # process a test starts) joins a developer's warm Ray.
 os.environ["XDG_STATE_HOME"] = tempfile.mkdtemp(prefix="ohlcv-test-state-")

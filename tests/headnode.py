@@ -23,6 +23,17 @@ from workflows.local_ray import PORT_FLAGS, SLOW_MACHINE_ENVIRONMENT, free_ports
 BIN = Path(sys.executable).parent
 
 
+_KEEPER = """
+import time
+from ohlcv.settings import from_environment
+from workflows.orchestration import runs
+runs.connect(from_environment())
+print("ready", flush=True)
+while True:
+    time.sleep(3600)
+"""
+
+
 class HeadNode:
     def __init__(self, storage_uri: str, log_dir: Path, num_cpus: int = 2) -> None:
         self.storage_uri, self.log_dir, self.num_cpus = storage_uri, log_dir, num_cpus
@@ -67,6 +78,24 @@ class HeadNode:
                 time.sleep(1)
         raise RuntimeError(f"the head did not come up in time: {log_tail(self.log.name)} (log: {self.log.name})")
 
+    def keep_workflow_actors(self, environment: dict[str, str]) -> None:
+        """Start a driver that creates Ray Workflows' actors on this head and lives as long as it,
+        as `ohlcv up`'s keeper does for a local head. Workflow steps are tasks of the job that
+        created those actors, and Ray ends the workers of a finished job: created by a command,
+        every step of every later command and job would start a fresh worker (seconds of imports)."""
+        environment = {**environment, "RAY_ADDRESS": self.address}
+        # The temp dir on its command line: `stop` ends it with the head's other processes.
+        log = self.log_dir / f"keeper-{self.gcs_port}.log"
+        with open(log, "w") as output:
+            keeper = subprocess.Popen([sys.executable, "-c", _KEEPER, self.temp_dir], env=environment,
+                                      stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + 120
+        while "ready" not in log.read_text(errors="replace").splitlines():
+            if keeper.poll() is not None or time.monotonic() > deadline:
+                keeper.kill()
+                raise RuntimeError(f"the keeper did not start: {log_tail(log)} (log: {log})")
+            time.sleep(0.2)
+
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.gcs_port}"
@@ -78,6 +107,12 @@ class HeadNode:
     def jobs(self) -> list[dict]:
         with urllib.request.urlopen(f"{self.dashboard}/api/jobs/", timeout=10) as response:
             return json.loads(response.read())
+
+    def job_logs(self, submission_id: str) -> str:
+        """What `ray job logs` prints, from the same dashboard endpoint, without starting a process
+        (each `ray job logs` imports Ray: seconds of CPU a poll on 2 cores)."""
+        with urllib.request.urlopen(f"{self.dashboard}/api/jobs/{submission_id}/logs", timeout=30) as response:
+            return json.loads(response.read())["logs"]
 
     def metrics(self) -> str:
         """The node's metrics in Prometheus text format (what the dashboard's Grafana reads)."""

@@ -114,6 +114,7 @@ def test_a_cluster_on_s3_resumes_runs_after_a_restart_and_runs_the_scheduler_as_
 
     second = HeadNode(storage, tmp_path).start()
     try:
+        second.keep_workflow_actors(environment)
         env = {**environment, "RAY_ADDRESS": second.address}
         listed = ohlcv(env, "workflows", "list").stdout
         assert failed_id in listed and "FAILED" in listed
@@ -190,16 +191,13 @@ def scheduler_runs_as_a_ray_job(environment: dict[str, str], head: HeadNode) -> 
         env={**environment, "RAY_ADDRESS": ""}, capture_output=True, text=True, timeout=300,
     )
     assert started.returncode == 0, started.stderr
-    job_logs = lambda: subprocess.run(  # noqa: E731
-        [*ray_job, "logs", "--address", head.dashboard, "scheduler-test"], capture_output=True, text=True, timeout=60
-    ).stdout
     deadline = time.monotonic() + 300
-    while "scheduler started" not in job_logs() and time.monotonic() < deadline:
-        time.sleep(2)
-    assert "scheduler started" in job_logs()
+    while "scheduler started" not in head.job_logs("scheduler-test") and time.monotonic() < deadline:
+        time.sleep(1)
+    assert "scheduler started" in head.job_logs("scheduler-test")
     stopped = subprocess.run([*ray_job, "stop", "--address", head.dashboard, "scheduler-test"],
                              capture_output=True, text=True, timeout=120)
     assert stopped.returncode == 0, stopped.stderr
     [job] = [j for j in head.jobs() if j.get("submission_id") == "scheduler-test"]
     assert job["status"] == "STOPPED"
-    assert "scheduler stopped" in job_logs()
+    assert "scheduler stopped" in head.job_logs("scheduler-test")
