@@ -206,8 +206,10 @@ def day_of_trades(fast, catalog, tmp_path):
 
 
 def pytest_collection_modifyitems(config, items) -> None:
-    """Tests that start clusters of their own go first: under `-n 2` they are dealt out one per
-    worker and run beside the light tests, instead of forming a tail after them."""
+    """Tests that start clusters of their own go first, so that they run beside the light tests
+    instead of forming a tail after them. Under `-n 2 --maxschedchunk 1` (pyproject) each worker
+    starts with two tests, then takes one at a time: the two costliest go to the first worker, the
+    next two to the second, and the light tests to whichever is free."""
     def cost(item) -> float:  # the marker's `seconds`, measured on 2 cores; light tests last
         marker = item.get_closest_marker("own_cluster")
         return -marker.kwargs.get("seconds", 60) if marker else 0
