@@ -84,17 +84,24 @@ class HeadNode:
         created those actors, and Ray ends the workers of a finished job: created by a command,
         every step of every later command and job would start a fresh worker (seconds of imports)."""
         environment = {**environment, "RAY_ADDRESS": self.address}
-        # The temp dir on its command line: `stop` ends it with the head's other processes.
-        log = self.log_dir / f"keeper-{self.gcs_port}.log"
-        with open(log, "w") as output:
-            keeper = subprocess.Popen([sys.executable, "-c", _KEEPER, self.temp_dir], env=environment,
-                                      stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + 120
-        while "ready" not in log.read_text(errors="replace").splitlines():
-            if keeper.poll() is not None or time.monotonic() > deadline:
-                keeper.kill()
-                raise RuntimeError(f"the keeper did not start: {log_tail(log)} (log: {log})")
-            time.sleep(0.2)
+        # A driver's port comes from the worker port range, which the other xdist worker's Ray
+        # uses too: one taken meanwhile fails the driver at once ("Address already in use"),
+        # and the next try gets another port.
+        for attempt in range(1, 4):
+            # The temp dir on its command line: `stop` ends it with the head's other processes.
+            log = self.log_dir / f"keeper-{self.gcs_port}-{attempt}.log"
+            with open(log, "w") as output:
+                keeper = subprocess.Popen([sys.executable, "-c", _KEEPER, self.temp_dir], env=environment,
+                                          stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
+            deadline = time.monotonic() + 120
+            while "ready" not in log.read_text(errors="replace").splitlines():
+                if keeper.poll() is not None or time.monotonic() > deadline:
+                    keeper.kill()
+                    break
+                time.sleep(0.2)
+            else:
+                return
+        raise RuntimeError(f"the keeper did not start in 3 tries: {log_tail(log)} (log: {log})")
 
     @property
     def address(self) -> str:
