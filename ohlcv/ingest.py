@@ -397,6 +397,9 @@ def _first_versions(trades, index, checked, valid: pa.Table) -> tuple[np.ndarray
     repeats = dedup.repeats_in_file(valid)
     if index is None:
         return repeats, {}
+    # After `checked` was read, never before: ingest indexes trades before it appends them, so
+    # the index read now covers every trade of `checked`.
+    index.refresh()
     where = dedup.series_to_check(dedup.load_id_ranges(index), dedup.id_ranges(valid.filter(pa.array(~repeats))))
     stored = dedup.stored_versions(trades, checked, where)
     firsts = np.flatnonzero(~repeats)
