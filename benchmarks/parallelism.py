@@ -95,9 +95,7 @@ def main() -> None:
         for group in ("warm-up", MEASURED):  # a fresh JVM's first tasks wait on class loading and the JIT
             spark.sparkContext.setJobGroup(group, group)
             unique = aggregate.dedupe_trades(trades, partitions=width) if args.deduplicate else aggregate.as_unique(trades)
-            frames = aggregate.candles_for(unique, timeframes.resolve("all"), deduped=True)
-            candles = sum(aggregate.collect_candles(frame).num_rows for frame in frames.values())
-            aggregate.release(frames)
+            candles = sum(table.num_rows for table in aggregate.compute_candles(unique, timeframes.resolve("all"), deduped=True)[0].values())
         spark.stop()
         result = ceilings(stage_times(Path(folder)))
     print(json.dumps({"slots": cluster.slots, "shuffle_width": width, "deduplicated": args.deduplicate, "candles": candles, **result}))

@@ -112,11 +112,7 @@ def plain_spark_candles(spark, files: list[str], start_us: int, end_us: int, tfs
     # Exactly what the Spark service does for an aggregation without reconciliation counts.
     cores = spark.sparkContext.defaultParallelism
     unique = aggregate.dedupe_trades(trades, partitions=max(8, 8 * cores)) if deduplicate else aggregate.as_unique(trades)
-    frames = aggregate.candles_for(unique, tfs, deduped=True)
-    try:
-        return {name: aggregate.collect_candles(frame) for name, frame in frames.items()}
-    finally:
-        aggregate.release(frames)
+    return aggregate.compute_candles(unique, tfs, deduped=True)[0]
 
 
 # The ingest rules of ohlcv/ingest.py in DuckDB, for typed (Parquet) input: a row is valid when

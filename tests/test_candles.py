@@ -98,3 +98,43 @@ def test_backfill_leaves_windows_that_are_still_open(settings, catalog, spark, t
     backfill(settings, utc(2024, 5, 1), utc(2024, 5, 2), [timeframes.get("1m"), timeframes.get("5m")], now=now)
     assert max(r["window_start"] for r in stored(catalog, timeframes.get("1m"))) == utc(2024, 5, 1, 12, 6)
     assert [r["window_start"] for r in stored(catalog, timeframes.get("5m"))] == [utc(2024, 5, 1, 12)]
+
+
+def _tied(exchange: str, ids: list[str], ts) -> list[dict]:
+    """Trades of one series at one instant, with prices that say which id opened and closed."""
+    return [trade(exchange, "BTC-USDT", trade_id, 100.0 + i, 1.0, ts) for i, trade_id in enumerate(ids)]
+
+
+def test_trades_at_one_instant_are_ranked_by_id_in_the_packed_and_the_exact_order(settings, catalog, spark, tmp_path):
+    """Open and close at equal timestamps go by id. Plain numbers take the packed order (one
+    number per trade); an id it cannot rank (leading zeros, text, too large) sends the whole
+    request to the exact order, and both agree with the oracle."""
+    packed_day, exact_day, large_day = utc(2024, 3, 1, 10, 0, 30), utc(2024, 3, 2, 10, 0, 30), utc(2024, 3, 3, 10, 0, 30)
+    rows = [
+        *_tied("binance", ["1000", "999", "1001", "0", "137438953471"], packed_day),  # 2**37 - 1 still fits a 1m key
+        *_tied("kraken", ["8", "3"], packed_day + timedelta(seconds=1)),
+        *_tied("okx", ["7", "007", "10", "x1"], exact_day),  # "007" ranks before "7" only by its text
+        *_tied("okx", ["137438953472", "5"], large_day),  # 2**37: too large for a 1m key
+    ]
+    ingest_rows(settings, catalog, rows, tmp_path, "tied", utc(2024, 3, 4))
+    orders = {}
+    for day in (packed_day, exact_day, large_day):
+        start = day.replace(hour=0, minute=0, second=0)
+        [outcome] = backfill(settings, start, start + timedelta(days=1))
+        orders[day.day] = outcome.aggregated.candle_order
+    assert orders == {1: "packed", 2: "exact", 3: "exact"}
+    assert_matches_oracle(catalog, stored_trades(catalog))
+    one_minute = {(r["exchange"], r["window_start"]): r for r in stored(catalog, timeframes.get("1m"))}
+    binance = one_minute[("binance", utc(2024, 3, 1, 10, 0))]
+    assert (binance["open_price"], binance["close_price"]) == (103.0, 104.0)  # id 0 opens, 2**37 - 1 closes
+    okx = one_minute[("okx", utc(2024, 3, 2, 10, 0))]
+    assert (okx["open_price"], okx["close_price"]) == (101.0, 103.0)  # "007" opens, "x1" closes
+
+
+def test_a_daily_request_alone_falls_back_when_ids_outgrow_its_key(settings, catalog, spark, tmp_path):
+    """A 1d key leaves 26 bits for the id: larger ids take the exact order, still equal to the oracle."""
+    ts = utc(2024, 3, 5, 12)
+    ingest_rows(settings, catalog, _tied("binance", ["67108864", "67108863", "1"], ts), tmp_path, "daily", utc(2024, 3, 6))
+    [outcome] = backfill(settings, utc(2024, 3, 5), utc(2024, 3, 6), tfs=[timeframes.get("1d")])
+    assert outcome.aggregated.candle_order == "exact"
+    assert_matches_oracle(catalog, stored_trades(catalog), tfs=[timeframes.get("1d")])

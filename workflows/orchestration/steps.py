@@ -117,6 +117,7 @@ def _aggregate_summary(result: Aggregated) -> dict:
         "trade_bytes": result.bytes,
         "read_mode": result.read_mode,
         "deduplicated": result.deduplicated,
+        "candle_order": result.candle_order,
         "spark_seconds": round(result.seconds, 3),
     }
 

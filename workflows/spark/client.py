@@ -34,6 +34,9 @@ class Aggregated:
     seconds: float
     trades_snapshot: int | None = None  # the trades snapshot the candles were computed from
     deduplicated: bool = True  # False: ingest vouched that the trades read hold one version each
+    # "packed": trades ranked by one number per trade; "exact": some id needed the full order
+    # (ohlcv/aggregate.py, compute_candles).
+    candle_order: str = "exact"
 
 
 def count_group(chunk: Chunk, tf) -> tuple[tuple[datetime, datetime], ...]:
@@ -52,7 +55,7 @@ def aggregate_chunk(settings: Settings, chunk: Chunk, request_id: str | None = N
     result = _await_with_watchdog(settings, ref, request_id)
     return Aggregated(
         result["candles"], result["source_counts"], result["files"], result["bytes"], result["read_mode"], result["seconds"],
-        result["trades_snapshot"], result["deduplicated"],
+        result["trades_snapshot"], result["deduplicated"], result["candle_order"],
     )
 
 

@@ -163,11 +163,7 @@ class SparkService:
         slot_us = min(tf.width_us for tf in chosen)  # every coarser width is a multiple of it
 
         def work(unique, plan) -> dict:
-            frames = aggregate.candles_for(unique, chosen, deduped=True)
-            try:
-                candles = {name: aggregate.collect_candles(frame) for name, frame in frames.items()}
-            finally:
-                aggregate.release(frames)
+            candles, order = aggregate.compute_candles(unique, chosen, deduped=True)
             counts = {
                 group: aggregate.collect_arrow(
                     aggregate.trades_per_series(unique, [WindowRange(lo, hi) for lo, hi in group], slot_us), aggregate.SERIES_COUNTS
@@ -181,6 +177,7 @@ class SparkService:
                 "bytes": plan.bytes,
                 "read_mode": plan.mode,
                 "deduplicated": plan.deduplicated,
+                "candle_order": order,
                 "trades_snapshot": plan.snapshot,
                 "seconds": time.monotonic() - started,
             }
