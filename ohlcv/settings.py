@@ -50,6 +50,7 @@ ENVIRONMENT = {
     "upkeep_cron": "OHLCV_UPKEEP_CRON",
     "recompute_limit_days": "OHLCV_RECOMPUTE_LIMIT_DAYS",
     "backfill_chunk_trades": "OHLCV_BACKFILL_CHUNK_TRADES",
+    "backfill_concurrency": "OHLCV_BACKFILL_CONCURRENCY",
     "s3_endpoint": "AWS_ENDPOINT_URL_S3",
     "s3_region": "AWS_REGION",
 }
@@ -67,6 +68,7 @@ _NUMBERS = {
     "run_history_days": (float, "a number of days", 0),
     "recompute_limit_days": (float, "a number of days", 0),
     "backfill_chunk_trades": (int, "a whole number of trades", 0),
+    "backfill_concurrency": (int, "a whole number of chunks", 0),
 }
 _CHOICES = {
     "read_mode": ("auto", "arrow", "native"),
@@ -125,6 +127,9 @@ class Settings:
     # (as the manifests count them) stay within this many; a larger day is a chunk of its own.
     # 0: one chunk per day. One chunk's candles are held in memory and checkpointed at once.
     backfill_chunk_trades: int = 5_000_000
+    # Chunks of one backfill aggregated at once (their commits still go one after another, in
+    # time order). 0: as many as the Spark slots, at most four (workflows/orchestration/dags.py).
+    backfill_concurrency: int = 0
     # S3-compatible object storage (AWS_ENDPOINT_URL[_S3], AWS_REGION / AWS_DEFAULT_REGION):
     # None means AWS itself. Keys are never settings: each process reads its own environment.
     s3_endpoint: str | None = None

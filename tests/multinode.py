@@ -7,7 +7,10 @@ the test puts the tables and the workflow storage in a bucket, so the nodes shar
     python tests/multinode.py WORK_DIR spread      # executors on different nodes, a backfill
     python tests/multinode.py WORK_DIR node-loss   # the same, a worker node killed mid-Spark
 
-Prints one JSON line: where the executors ran, which node was removed, the workflow's status.
+Before either, a backfill of three small days, one chunk each, aggregated two at a time.
+
+Prints one JSON line: where the executors ran, which node was removed, the workflows' status,
+and which of the small days' aggregations overlapped in time.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 DAY = datetime(2024, 9, 2, tzinfo=timezone.utc)
+HISTORY_DAYS = 3  # before DAY: a backfill of one chunk per day, two chunks aggregated at once
 
 
 def executor_nodes() -> list[str]:
@@ -39,6 +43,40 @@ def control_nodes() -> dict[str, str]:
     wanted = ("SparkService", "WorkflowManagementActor", "Manager")
     return {a["ActorClassName"]: a["Address"]["NodeID"] for a in state.actors().values()
             if a.get("State") == "ALIVE" and a.get("ActorClassName") in wanted}
+
+
+def overlapping_aggregations(journal, workflow_id: str, chunks: int) -> list[list[int]]:
+    """Pairs of chunks whose aggregations ran at the same time (from their journal entries)."""
+    spans = []
+    for index in range(chunks):
+        attempt = journal.read_step(workflow_id, f"aggregate-{index:04d}")["attempts"][-1]
+        spans.append((datetime.fromisoformat(attempt["started"]), datetime.fromisoformat(attempt["ended"])))
+    return [[i, j] for i in range(chunks) for j in range(i + 1, chunks) if spans[i][0] < spans[j][1] and spans[j][0] < spans[i][1]]
+
+
+def concurrent_backfill(settings, work: Path, result: dict) -> None:
+    """Three small days, a chunk each, two in flight: the commits still go in time order."""
+    from ohlcv import timeframes
+    from ohlcv.catalog import open_catalog
+    from ohlcv.generate import GenerateSpec, generate, write_trades
+    from ohlcv.ingest import ingest_files
+    from ohlcv.windows import plan_backfill
+    from workflows.orchestration import dags, ids, journal, runs
+
+    first = DAY - timedelta(days=HISTORY_DAYS)
+    path = write_trades(generate(GenerateSpec(first, DAY, symbols=3, exchanges=2, trades_per_day=20_000, seed=6)),
+                        work / "history.parquet")
+    ingest_files(open_catalog(settings), settings.namespace, [str(path)], "us", datetime.now(timezone.utc))
+    tfs = timeframes.resolve("all")
+    chunks = plan_backfill(tfs, first, DAY)  # no trade estimates: a chunk per day
+    workflow_id = ids.backfill_workflow_id(tfs, first, DAY, datetime.now(timezone.utc))
+    commits = runs.wait(workflow_id, runs.connect(settings).run_async(dags.backfill_dag(settings, chunks, in_flight=2),
+                                                                      workflow_id=workflow_id))
+    result["concurrent_chunks"] = len(chunks)
+    result["concurrent_overlaps"] = overlapping_aggregations(journal, workflow_id, len(chunks))
+    commit_ends = [journal.read_step(workflow_id, f"commit-{i:04d}")["attempts"][-1]["ended"] for i in range(len(chunks))]
+    result["commits_in_order"] = commit_ends == sorted(commit_ends) and [c.range.start for c in commits[::len(tfs)]] == [
+        first + timedelta(days=i) for i in range(len(chunks))]
 
 
 def main(work: Path, mode: str) -> dict:
@@ -81,6 +119,7 @@ def main(work: Path, mode: str) -> dict:
         result["executor_nodes"] = executor_nodes()
         result["control_nodes"] = control_nodes()
         result["head_node"] = cluster.head_node.node_id
+        concurrent_backfill(settings, work, result)
 
         tfs = timeframes.resolve("all")
         chunks = plan_backfill(tfs, DAY, DAY + timedelta(days=1))

@@ -1,7 +1,8 @@
 """A head and two worker nodes on this machine, sharing no disk (warehouse and workflow storage
 in a bucket of a real S3 endpoint): Spark executors spread over the nodes, the control plane
-stays on the head, and losing a worker node in the middle of the Spark step still ends in a
-completed workflow whose candles equal the oracle's. One cluster run checks all of it."""
+stays on the head, chunks of a backfill aggregated at once still commit in order, and losing a
+worker node in the middle of the Spark step still ends in a completed workflow whose candles
+equal the oracle's. One cluster run checks all of it."""
 
 from __future__ import annotations
 
@@ -49,7 +50,7 @@ def assert_candles_match_the_oracle(work: Path) -> None:
         rows = load_candles(catalog, settings.namespace, tf).scan().to_arrow().to_pylist()
         assert rows and not compare(rows, expected_candles(trades, tf.width)), tf.name
     # Nothing of the tables or the runs on local disk: the input file and the catalog only.
-    assert sorted(p.name for p in work.rglob("*") if p.is_file()) == ["catalog.db", "day.parquet"]
+    assert sorted(p.name for p in work.rglob("*") if p.is_file()) == ["catalog.db", "day.parquet", "history.parquet"]
 
 
 def test_executors_spread_and_losing_a_worker_node_mid_spark_step_still_completes_correctly(s3_work):
@@ -58,6 +59,9 @@ def test_executors_spread_and_losing_a_worker_node_mid_spark_step_still_complete
     assert len(outcome["executor_nodes"]) == 2
     assert sorted(set(outcome["executor_nodes"])) == outcome["worker_nodes"]
     assert set(outcome["control_nodes"].values()) == {outcome["head_node"]}
+    # Three one-day chunks, two in flight: some aggregations overlapped, the commits did not.
+    assert outcome["concurrent_chunks"] == 3 and outcome["concurrent_overlaps"], outcome
+    assert outcome["commits_in_order"]
     assert outcome["removed_node"] in outcome["worker_nodes"]
     assert outcome["removed_while"] == "RUNNING"  # the node went away during the Spark step
     assert outcome["status"] == "SUCCESSFUL"

@@ -125,6 +125,9 @@ def test_backfill_is_one_workflow_and_resume_skips_committed_chunks(fast, catalo
     assert status.name == "FAILED" and workflow_id.startswith("ohlcv-backfill-1m+1h-20240401T0000Z-20240403T0000Z-at-")
     assert progress and progress[-1].chunks == 2 and progress[-1].committed == 1
     first_chunk = journal.read_step(workflow_id, "aggregate-0000")
+    # Two Spark slots: both chunks were aggregated at once, and only their commits waited in turn.
+    second_chunk = journal.read_step(workflow_id, "aggregate-0001")
+    assert _parse(second_chunk["attempts"][0]["started"]) < _parse(first_chunk["attempts"][-1]["ended"])
 
     commits = runs.resume(fast, workflow_id)
 

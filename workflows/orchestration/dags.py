@@ -1,9 +1,12 @@
 """The workflow DAGs: a tick, a backfill and the daily upkeep, built from the timeframe table.
 
 A tick is plan -> aggregate -> validate -> commit; its plan is made inside the run, from the
-snapshot logs (ohlcv/late.py). A backfill is ONE workflow: plan, then a chain of
-aggregate -> validate -> commit per chunk in time order (resume skips the chunks
-already committed, and only one chunk's candles are in flight at a time), then summarize.
+snapshot logs (ohlcv/late.py). A backfill is ONE workflow: plan, then aggregate -> validate ->
+commit per chunk, then summarize. Up to `chunks_in_flight` chunks are aggregated at once, so
+one chunk's driver-side work (collecting, auditing, committing) overlaps another's Spark work
+and a small chunk does not leave a cluster's executors idle. Commits go one after another in
+time order: each replaces its ranges against the table's current watermark, and a resumed run
+skips the chunks already committed. At most that many chunks' candles are in flight at a time.
 No per-timeframe code: the chunks carry their timeframes.
 """
 
@@ -55,15 +58,35 @@ def tick_dag(settings: Settings, tf: Timeframe, as_of: datetime):
     return commit_step.options(**_options(settings, "commit")).bind(settings, plan, candles, audit)
 
 
-def backfill_dag(settings: Settings, chunks: list[Chunk]):
-    previous = plan_step.options(**_options(settings, "plan")).bind(settings, chunks)
+MAX_CHUNKS_IN_FLIGHT = 4  # the Spark service serves 8 requests at once: room for ticks and cancels
+
+
+def chunks_in_flight(settings: Settings) -> int:
+    """How many chunks of a backfill are aggregated at once: the setting, or the Spark slots of
+    the cluster (one chunk's read is split into tasks for every slot, but its driver-side work
+    is not), at most MAX_CHUNKS_IN_FLIGHT."""
+    if settings.backfill_concurrency:
+        return settings.backfill_concurrency
+    from workflows.spark.sizing import plan_sizing
+
+    resources = import_ray().cluster_resources()
+    slots = plan_sizing(settings, resources.get("CPU", 1), resources.get("memory", 2**32)).slots
+    return max(1, min(slots, MAX_CHUNKS_IN_FLIGHT))
+
+
+def backfill_dag(settings: Settings, chunks: list[Chunk], in_flight: int | None = None):
+    """`in_flight`: chunks aggregated at once (default `chunks_in_flight`). Chunk i's aggregation
+    waits for the commit of chunk i - in_flight; its commit waits for chunk i - 1's."""
+    in_flight = in_flight or chunks_in_flight(settings)
+    plan = plan_step.options(**_options(settings, "plan")).bind(settings, chunks)
     commits = []
     for index, chunk in enumerate(chunks):
         suffix = f"{index:04d}"
-        candles = aggregate_step.options(**_options(settings, f"aggregate-{suffix}")).bind(settings, chunk, previous)
+        after = commits[index - in_flight] if index >= in_flight else plan
+        candles = aggregate_step.options(**_options(settings, f"aggregate-{suffix}")).bind(settings, chunk, after)
         audit = validate_step.options(**_options(settings, f"validate-{suffix}")).bind(settings, chunk, candles)
-        previous = commit_step.options(**_options(settings, f"commit-{suffix}")).bind(settings, chunk, candles, audit, False)
-        commits.append(previous)
+        previous = commits[-1] if commits else plan
+        commits.append(commit_step.options(**_options(settings, f"commit-{suffix}")).bind(settings, chunk, candles, audit, False, previous))
     return summarize_step.options(**_options(settings, "summarize")).bind(settings, chunks, *commits)
 
 

@@ -197,8 +197,11 @@ def _commit_summary(results: list[CommitResult]) -> dict:
 
 
 @ray.remote
-def commit_step(settings: Settings, work: Chunk | TickPlan, aggregated: Aggregated, audit: list[dict], final: bool = True) -> list[CommitResult]:
-    """`audit` is the validate step's output: its presence means the candles passed."""
+def commit_step(
+    settings: Settings, work: Chunk | TickPlan, aggregated: Aggregated, audit: list[dict], final: bool = True, after: object = None,
+) -> list[CommitResult]:
+    """`audit` is the validate step's output: its presence means the candles passed; `after`:
+    the output of the commit this one must follow (a backfill commits its chunks in order)."""
     chunk = _chunk(work)
     ctx = _context("commit", [chunk])
     scheduled = isinstance(work, TickPlan)

@@ -244,7 +244,7 @@ def _create(settings: Settings):
             lifetime="detached",
             get_if_exists=True,
             num_cpus=0,
-            max_concurrency=4,
+            max_concurrency=8,  # a backfill's chunks in flight, ticks, and a cancel that must not queue
             scheduling_strategy=head_affinity(),  # the Spark driver: see runtime.head_affinity
         )
         .remote(sizing, app_name)
