@@ -138,6 +138,21 @@ def _text(column: pa.ChunkedArray) -> pa.ChunkedArray:
     return pc.utf8_trim_whitespace(column)
 
 
+def _names(column: pa.ChunkedArray) -> tuple[pa.Array, np.ndarray]:
+    """An exchange or symbol column as trimmed text, and which rows hold a valid name.
+
+    A file holds a handful of distinct names: they are trimmed and matched once each, in the
+    column's dictionary, not once per row (a third of the validation time of a 2.4M-row file)."""
+    column = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    encoded = column if pa.types.is_dictionary(column.type) else pc.dictionary_encode(column)
+    names = _text(encoded.dictionary)
+    valid = pc.fill_null(pc.match_substring_regex(names, NAME_PATTERN), False)
+    valid_rows = pc.fill_null(pc.take(valid, encoded.indices), False).to_numpy(zero_copy_only=False)
+    if pa.types.is_string(column.type) and pc.all(pc.equal(names, encoded.dictionary)).as_py():
+        return column, valid_rows  # nothing to trim: no copy of the column
+    return pc.take(names, encoded.indices), valid_rows
+
+
 def _blank(text: pa.ChunkedArray) -> np.ndarray:
     return pc.fill_null(pc.equal(text, ""), True).to_numpy(zero_copy_only=False)
 
@@ -248,12 +263,14 @@ def validate(table: pa.Table, epoch_unit: EpochUnit, ingested_at: datetime, sour
     in the file of each valid trade)."""
     n = table.num_rows
     problems: dict[str, np.ndarray] = {}
-    texts = {name: _text(table.column(name)) for name in ("exchange", "symbol", "trade_id")}
+    texts, valid_names = {}, {}
+    for name in ("exchange", "symbol"):
+        texts[name], valid_names[name] = _names(table.column(name))
+    texts["trade_id"] = _text(table.column("trade_id"))
     for name, text in texts.items():
         problems[f"missing {name}"] = _blank(text)
     for name in ("exchange", "symbol"):
-        valid = pc.fill_null(pc.match_substring_regex(texts[name], NAME_PATTERN), False).to_numpy(zero_copy_only=False)
-        problems[f"{name} is not a valid name ({NAME_RULE})"] = ~valid & ~problems[f"missing {name}"]
+        problems[f"{name} is not a valid name ({NAME_RULE})"] = ~valid_names[name] & ~problems[f"missing {name}"]
 
     numbers = {}
     for name in ("price", "quantity"):
@@ -295,8 +312,7 @@ def validate(table: pa.Table, epoch_unit: EpochUnit, ingested_at: datetime, sour
             "quantity": pa.array(numbers["quantity"][good], pa.float64()),
             "side": side.filter(good_mask),
             "timestamp": pa.array(micros[good].astype("int64"), pa.int64()).cast(pa.timestamp("us", tz="UTC")),
-            "ingested_at": pa.array([ingested_at] * int(good.sum()), pa.timestamp("us", tz="UTC"))
-            if good.any() else pa.array([], pa.timestamp("us", tz="UTC")),
+            "ingested_at": pa.repeat(stamp, int(good.sum())),
         }
     ).cast(s.arrow_schema(s.TRADES_SCHEMA))
 
@@ -365,7 +381,7 @@ def ingest_files(
         valid, bad, counts, positions = validate(table, epoch_unit, now, source=str(path))
         trades.refresh()
         checked = trades.current_snapshot()
-        repeats, properties = _first_versions(trades, index, checked, valid)
+        repeats, properties, landing_ranges = _first_versions(trades, index, checked, valid)
         if repeats.any():
             counts[DUPLICATE] = int(repeats.sum())
             stamp = pa.scalar(now, pa.timestamp("us", tz="UTC"))
@@ -378,7 +394,7 @@ def ingest_files(
         # trades: an index entry without its trades only costs a needless check later.
         if valid.num_rows:
             if index is not None:
-                dedup.record_id_ranges(index, dedup.id_ranges(valid))
+                dedup.record_id_ranges(index, landing_ranges)
             trades.append(valid, snapshot_properties={"ohlcv.source": str(path), **properties})
         if bad.num_rows:
             quarantine.append(bad, snapshot_properties={"ohlcv.source": str(path)})
@@ -391,19 +407,24 @@ def ingest_files(
     return reports
 
 
-def _first_versions(trades, index, checked, valid: pa.Table) -> tuple[np.ndarray, dict[str, str]]:
+def _first_versions(trades, index, checked, valid: pa.Table) -> tuple[np.ndarray, dict[str, str], pa.Table | None]:
     """Which valid rows another version of their trade outranks (an earlier row of the file, or a
-    stored trade), and the guarantee the append records (see ohlcv/dedup.py)."""
+    stored trade), the guarantee the append records (see ohlcv/dedup.py), and the index rows of
+    the trades that land (None without an index)."""
     repeats = dedup.repeats_in_file(valid)
     if index is None:
-        return repeats, {}
+        return repeats, {}, None
     # After `checked` was read, never before: ingest indexes trades before it appends them, so
     # the index read now covers every trade of `checked`.
     index.refresh()
-    where = dedup.series_to_check(dedup.load_id_ranges(index), dedup.id_ranges(valid.filter(pa.array(~repeats))))
-    stored = dedup.stored_versions(trades, checked, where)
     firsts = np.flatnonzero(~repeats)
-    outranked, shared = dedup.outranked_by_stored(valid.take(firsts), stored)
-    repeats[firsts[outranked]] = True
+    candidates = valid.take(firsts) if repeats.any() else valid  # a copy of a whole file costs
+    new_ranges = dedup.id_ranges(candidates)
+    where = dedup.series_to_check(dedup.load_id_ranges(index), new_ranges)
+    stored = dedup.stored_versions(trades, checked, where)
+    outranked, shared = dedup.outranked_by_stored(candidates, stored)
+    if outranked.any():  # fewer rows land than were checked: their ranges again, exactly
+        repeats[firsts[outranked]] = True
+        new_ranges = dedup.id_ranges(valid.filter(pa.array(~repeats)))
     at_risk = dedup.duplicate_days(trades, checked.snapshot_id) if checked is not None else dedup.DuplicateDays(frozenset())
-    return repeats, dedup.guarantee(checked, at_risk | dedup.DuplicateDays(frozenset(shared)))
+    return repeats, dedup.guarantee(checked, at_risk | dedup.DuplicateDays(frozenset(shared))), new_ranges

@@ -214,3 +214,23 @@ def test_trades_land_in_time_order_in_row_groups_that_each_cover_a_short_span(se
         assert all(earlier[1] <= later[0] for earlier, later in zip(spans, spans[1:]))
         landed += parquet.metadata.num_rows
     assert landed == count
+
+
+def test_names_are_trimmed_and_checked_whatever_the_column_type(settings, catalog, tmp_path):
+    """Exchange and symbol are checked once per distinct name (in the column's dictionary): the
+    rule must hold the same for padded text, dictionary columns and numbers."""
+    at = datetime(2024, 5, 1, 10, tzinfo=timezone.utc)
+    path = tmp_path / "names.parquet"
+    pq.write_table(pa.table({
+        "exchange": pa.array([" binance", "binance ", "bin ance", None, "kraken"]).dictionary_encode(),
+        "symbol": pa.array([7, 7, 7, 7, 8], pa.int64()),  # a numeric code as a symbol is a valid name
+        "trade_id": ["1", "2", "3", "4", "5"],
+        "price": [1.0] * 5, "quantity": [1.0] * 5,
+        "timestamp": pa.array([at] * 5, pa.timestamp("us", tz="UTC")),
+    }), path)
+    [report] = ingest_files(catalog, "market_data", [path], "us", NOW)
+    assert (report.ingested, report.quarantined) == (3, 2)
+    landed = {(r["exchange"], r["symbol"], r["trade_id"]) for r in stored_trades(catalog)}
+    assert landed == {("binance", "7", "1"), ("binance", "7", "2"), ("kraken", "8", "5")}
+    reasons = {r["trade_id"]: r["reason"] for r in quarantined(catalog)}
+    assert reasons == {"3": "exchange is not a valid name (letters, digits and . _ - / : (at most 64))", "4": "missing exchange"}
