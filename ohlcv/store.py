@@ -416,10 +416,18 @@ class CommitResult:
         return self.inserted + self.updated + self.deleted
 
 
+def _comparable(values: pd.Series) -> np.ndarray:
+    """A column as a NumPy array to compare: zoned times as UTC datetime64, not one Python
+    object per row (that took 2 s of a 660k-candle commit, measured)."""
+    if isinstance(values.dtype, pd.DatetimeTZDtype):
+        return values.to_numpy(dtype="datetime64[us]")
+    return values.to_numpy()
+
+
 def _values_differ(old: pd.DataFrame, new: pd.DataFrame) -> np.ndarray:
     differ = np.zeros(len(old), dtype=bool)
     for name in EXACT_FIELDS:
-        differ |= (old[name].to_numpy() != new[name].to_numpy())
+        differ |= (_comparable(old[name]) != _comparable(new[name]))
     for name in SUMMED_FIELDS:
         a, b = old[name].to_numpy(dtype="float64"), new[name].to_numpy(dtype="float64")
         differ |= ~np.isclose(a, b, rtol=SUM_RELATIVE_TOLERANCE, atol=0.0)
