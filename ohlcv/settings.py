@@ -127,8 +127,8 @@ class Settings:
     # (as the manifests count them) stay within this many; a larger day is a chunk of its own.
     # 0: one chunk per day. One chunk's candles are held in memory and checkpointed at once.
     backfill_chunk_trades: int = 5_000_000
-    # Chunks of one backfill aggregated at once (their commits still go one after another, in
-    # time order). 0: as many as the Spark slots, at most four (workflows/orchestration/dags.py).
+    # Chunks of one backfill Spark aggregates at once (their commits still go one after another,
+    # in time order). 0: one per 8 Spark slots, 1 to 4 (workflows/orchestration/dags.py).
     backfill_concurrency: int = 0
     # S3-compatible object storage (AWS_ENDPOINT_URL[_S3], AWS_REGION / AWS_DEFAULT_REGION):
     # None means AWS itself. Keys are never settings: each process reads its own environment.

@@ -115,7 +115,8 @@ def test_a_worker_killed_during_the_spark_step_does_not_stop_the_run(fast, catal
 
 def test_backfill_is_one_workflow_and_resume_skips_committed_chunks(fast, catalog, workflows, day_of_trades):
     tfs = [timeframes.get("1m"), timeframes.get("1h")]
-    one_day_each = fast.with_overrides(backfill_chunk_trades=9_000)  # 6,000 trades a day: two days do not fit
+    # 6,000 trades a day: two days do not fit; both chunks aggregated at once (2 cores alone would give 1).
+    one_day_each = fast.with_overrides(backfill_chunk_trades=9_000, backfill_concurrency=2)
     failpoints.arm(fast.failpoint_dir, "commit", "terminal", skip=1)  # chunk Apr 1 commits, Apr 2 fails
     progress = []
     with pytest.raises(RunFailed, match="step commit-0001 failed"):
@@ -125,7 +126,7 @@ def test_backfill_is_one_workflow_and_resume_skips_committed_chunks(fast, catalo
     assert status.name == "FAILED" and workflow_id.startswith("ohlcv-backfill-1m+1h-20240401T0000Z-20240403T0000Z-at-")
     assert progress and progress[-1].chunks == 2 and progress[-1].committed == 1
     first_chunk = journal.read_step(workflow_id, "aggregate-0000")
-    # Two Spark slots: both chunks were aggregated at once, and only their commits waited in turn.
+    # Both chunks were aggregated at once, and only their commits waited in turn.
     second_chunk = journal.read_step(workflow_id, "aggregate-0001")
     assert _parse(second_chunk["attempts"][0]["started"]) < _parse(first_chunk["attempts"][-1]["ended"])
 

@@ -2,11 +2,11 @@
 
 A tick is plan -> aggregate -> validate -> commit; its plan is made inside the run, from the
 snapshot logs (ohlcv/late.py). A backfill is ONE workflow: plan, then aggregate -> validate ->
-commit per chunk, then summarize. Up to `chunks_in_flight` chunks are aggregated at once, so
-one chunk's driver-side work (collecting, auditing, committing) overlaps another's Spark work
-and a small chunk does not leave a cluster's executors idle. Commits go one after another in
-time order: each replaces its ranges against the table's current watermark, and a resumed run
-skips the chunks already committed. At most that many chunks' candles are in flight at a time.
+commit per chunk, then summarize, as a pipeline: Spark aggregates `chunks_in_flight` chunks at
+once (more on a larger cluster, where one chunk leaves executors idle), and while it does, the
+chunks before are audited and committed. Commits go one after another in time order: each
+replaces its ranges against the table's current watermark, and a resumed run skips the chunks
+already committed. At most twice `chunks_in_flight` chunks' candles are held at a time.
 No per-timeframe code: the chunks carry their timeframes.
 """
 
@@ -59,31 +59,39 @@ def tick_dag(settings: Settings, tf: Timeframe, as_of: datetime):
 
 
 MAX_CHUNKS_IN_FLIGHT = 4  # the Spark service serves 8 requests at once: room for ticks and cancels
+SLOTS_PER_CHUNK = 8  # a chunk of the default trade budget splits into tasks for this many slots and more
 
 
 def chunks_in_flight(settings: Settings) -> int:
-    """How many chunks of a backfill are aggregated at once: the setting, or the Spark slots of
-    the cluster (one chunk's read is split into tasks for every slot, but its driver-side work
-    is not), at most MAX_CHUNKS_IN_FLIGHT."""
+    """How many chunks of a backfill Spark aggregates at once: the setting, or one per
+    SLOTS_PER_CHUNK Spark slots of the cluster, 1 to MAX_CHUNKS_IN_FLIGHT. On 2 cores one chunk
+    keeps both busy, and a second one at once only halves each (measured: the next chunk's
+    aggregation overlapping this one's audit and commit is what pays)."""
     if settings.backfill_concurrency:
         return settings.backfill_concurrency
     from workflows.spark.sizing import plan_sizing
 
     resources = import_ray().cluster_resources()
     slots = plan_sizing(settings, resources.get("CPU", 1), resources.get("memory", 2**32)).slots
-    return max(1, min(slots, MAX_CHUNKS_IN_FLIGHT))
+    return max(1, min(slots // SLOTS_PER_CHUNK, MAX_CHUNKS_IN_FLIGHT))
 
 
 def backfill_dag(settings: Settings, chunks: list[Chunk], in_flight: int | None = None):
-    """`in_flight`: chunks aggregated at once (default `chunks_in_flight`). Chunk i's aggregation
-    waits for the commit of chunk i - in_flight; its commit waits for chunk i - 1's."""
+    """`in_flight`: chunks Spark aggregates at once (default `chunks_in_flight`). Chunk i's
+    aggregation waits for chunk i - in_flight's aggregation and chunk i - 2 x in_flight's commit;
+    its commit waits for chunk i - 1's."""
     in_flight = in_flight or chunks_in_flight(settings)
     plan = plan_step.options(**_options(settings, "plan")).bind(settings, chunks)
-    commits = []
+    aggregates, commits = [], []
     for index, chunk in enumerate(chunks):
         suffix = f"{index:04d}"
-        after = commits[index - in_flight] if index >= in_flight else plan
-        candles = aggregate_step.options(**_options(settings, f"aggregate-{suffix}")).bind(settings, chunk, after)
+        after = [plan]
+        if index >= in_flight:
+            after.append(aggregates[index - in_flight])
+        if index >= 2 * in_flight:
+            after.append(commits[index - 2 * in_flight])
+        candles = aggregate_step.options(**_options(settings, f"aggregate-{suffix}")).bind(settings, chunk, *after)
+        aggregates.append(candles)
         audit = validate_step.options(**_options(settings, f"validate-{suffix}")).bind(settings, chunk, candles)
         previous = commits[-1] if commits else plan
         commits.append(commit_step.options(**_options(settings, f"commit-{suffix}")).bind(settings, chunk, candles, audit, False, previous))

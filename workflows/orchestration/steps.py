@@ -123,8 +123,8 @@ def _aggregate_summary(result: Aggregated) -> dict:
 
 
 @ray.remote
-def aggregate_step(settings: Settings, work: Chunk | TickPlan, after: object = None) -> Aggregated:
-    """`after`: the output of the step this one must follow (the plan, or the previous chunk)."""
+def aggregate_step(settings: Settings, work: Chunk | TickPlan, *after: object) -> Aggregated:
+    """`after`: outputs of the steps this one must follow (the plan, earlier chunks' steps)."""
     chunk = _chunk(work)
     ctx = _context("aggregate", [chunk])
     request_id = f"{ctx.workflow_id}/{ctx.task_id}"
