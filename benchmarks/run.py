@@ -111,13 +111,13 @@ def prepare(label: str, trades_per_day: int, plan: Plan, warehouse_name: str = "
 
 
 def ingest(settings, files: list[Path]) -> float:
-    """`ohlcv ingest` of the files in this process (no CLI start-up): its wall time."""
-    from ohlcv.catalog import open_catalog
-    from ohlcv.ingest import ingest_files
-
-    started = time.monotonic()
-    ingest_files(open_catalog(settings), settings.namespace, [str(f) for f in files], "us", datetime.now(timezone.utc))
-    return time.monotonic() - started
+    """`ohlcv ingest` of the files, timed without the CLI's start-up (benchmarks/ingest_timed.py),
+    in a process of its own so that its memory is not this one's: its wall time."""
+    result = subprocess.run([sys.executable, "-m", "benchmarks.ingest_timed", *map(str, files)], env=environment(settings),
+                            capture_output=True, text=True, cwd=ROOT.parent)
+    if result.returncode != 0:
+        raise RuntimeError(f"ingest failed:\n{result.stderr[-3000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])["seconds"]
 
 
 def day_files(settings, start: datetime = DAY, end: datetime = DAY + timedelta(days=1)) -> list[str]:
@@ -148,7 +148,6 @@ def measure_size(label: str, plan: Plan, sampler) -> dict:
     from workflows.orchestration import runs
     from workflows.runtime import call, ensure_ray
     from workflows.spark.service import spark_service
-    from benchmarks.reference import duckdb_candles, duckdb_load, duckdb_pipeline
 
     trades_per_day = SIZES[label]
     settings, trades, ingest_seconds = prepare(label, trades_per_day, plan)
@@ -169,16 +168,18 @@ def measure_size(label: str, plan: Plan, sampler) -> dict:
 
     log(f"{label}: DuckDB")
     with sampler.phase(f"{label} duckdb"):
-        duck = []
-        for _ in range(plan.repeats):
-            started = time.monotonic()
-            duckdb_candles(files, start_us, end_us, {tf.name: tf.width_us for tf in timeframes.TIMEFRAMES.values()}, cores, deduplicate)
-            duck.append(time.monotonic() - started)
-        result["duckdb_seconds"] = duck
-        result["duckdb_load_seconds"] = duckdb_repeats(plan, lambda folder: duckdb_load([str(trades)], str(folder), cores))
-        widths = {tf.name: tf.width_us for tf in timeframes.TIMEFRAMES.values()}
-        result["duckdb_pipeline_seconds"] = duckdb_repeats(
-            plan, lambda folder: duckdb_pipeline([str(trades)], str(folder / "ohlcv.duckdb"), widths, cores))
+        duck = subprocess.run(
+            [sys.executable, "-m", "benchmarks.duckdb_timed", "--trades", str(trades), "--files", *files,
+             "--start-us", str(start_us), "--end-us", str(end_us), "--cores", str(cores), "--repeats", str(plan.repeats),
+             "--scratch", str(plan.data), *(["--deduplicate"] if deduplicate else [])],
+            capture_output=True, text=True, cwd=ROOT.parent,
+        )
+        if duck.returncode != 0:
+            raise RuntimeError(f"the DuckDB references failed:\n{duck.stderr[-3000:]}")
+        timed = json.loads(duck.stdout.strip().splitlines()[-1])
+        result["duckdb_seconds"] = timed["candles"]
+        result["duckdb_load_seconds"] = timed["load"]
+        result["duckdb_pipeline_seconds"] = timed["pipeline"]
 
     log(f"{label}: plain PySpark local[{cores}]")
     plain = subprocess.run(
@@ -231,19 +232,6 @@ def project_deduplicates(settings, start: datetime = DAY, end: datetime = DAY + 
     from ohlcv.windows import WindowRange
 
     return duplicate_days(load_trades(open_catalog(settings), settings.namespace)).meets([WindowRange(start, end)])
-
-
-def duckdb_repeats(plan: Plan, work) -> list[float]:
-    """Wall times of `work(folder)`, each repeat in a fresh folder."""
-    import tempfile
-
-    seconds = []
-    for _ in range(plan.repeats):
-        with tempfile.TemporaryDirectory(dir=plan.data) as folder:
-            started = time.monotonic()
-            work(Path(folder))
-            seconds.append(time.monotonic() - started)
-    return seconds
 
 
 def measure_history_backfill(plan: Plan) -> dict:
