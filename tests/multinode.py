@@ -147,6 +147,11 @@ def main(work: Path, mode: str) -> dict:
         attempts = journal.read_step(workflow_id, "aggregate-0000")["attempts"]
         result["aggregate_attempts"] = [a["outcome"] for a in attempts]
         result["aggregate_errors"] = [a.get("error") for a in attempts]
+        # Ray marks a killed node's actors dead only once its health checks fail (seconds): a
+        # run that Spark finished on the other executor can end before that.
+        deadline = time.monotonic() + 90
+        while result.get("removed_node") in executor_nodes() and time.monotonic() < deadline:
+            time.sleep(1)
         result["executors_after"] = executor_nodes()
     finally:
         ray.shutdown()

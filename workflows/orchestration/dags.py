@@ -29,7 +29,7 @@ from workflows.orchestration.steps import (
 )
 from workflows.runtime import import_ray, import_workflow
 
-__all__ = ["tick_dag", "backfill_dag", "upkeep_dag"]
+__all__ = ["tick_dag", "backfill_dag", "upkeep_dag", "chunks_in_flight", "MAX_CHUNKS_IN_FLIGHT", "SLOTS_PER_CHUNK"]
 
 
 def _options(settings: Settings, task_id: str) -> dict:
