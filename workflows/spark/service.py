@@ -46,6 +46,7 @@ class SparkService:
         self.sizing = sizing
         self.app_name = app_name
         self.spark = None
+        self.small_reads = None  # a session of the same context for reads of few trades (ohlcv/store.py)
         self.startup_seconds = 0.0
         self.requests = 0
         self._catalogs: dict[tuple[str, str], object] = {}
@@ -71,6 +72,8 @@ class SparkService:
                     raydp.stop_spark()
                     raise
                 spark.sparkContext.setLogLevel("WARN")
+                self.small_reads = spark.newSession()  # the context's configs, its own SQL settings
+                self.small_reads.conf.set("spark.sql.files.minPartitionNum", "1")
                 self.startup_seconds = time.monotonic() - started
                 self.spark = spark
         return self.info()
@@ -122,7 +125,7 @@ class SparkService:
             table = load_trades(self._catalog(settings), settings.namespace)
             with scratch_folder(table) as scratch:
                 trades, plan = read_trades(self.spark, table, windows, settings.read_mode, self.sizing.slots, snapshot_id,
-                                           slot_us, scratch)
+                                           slot_us, scratch, small_spark=self.small_reads)
                 if duplicate_days(table, plan.snapshot).meets(windows):
                     unique = aggregate.dedupe_trades(trades, partitions=aggregate.shuffle_partitions(plan.rows, self.sizing.slots))
                 else:
