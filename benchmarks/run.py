@@ -110,14 +110,18 @@ def prepare(label: str, trades_per_day: int, plan: Plan, warehouse_name: str = "
     return settings, trades, ingest(settings, [trades])
 
 
-def ingest(settings, files: list[Path]) -> float:
-    """`ohlcv ingest` of the files, timed without the CLI's start-up (benchmarks/ingest_timed.py),
-    in a process of its own so that its memory is not this one's: its wall time."""
-    result = subprocess.run([sys.executable, "-m", "benchmarks.ingest_timed", *map(str, files)], env=environment(settings),
-                            capture_output=True, text=True, cwd=ROOT.parent)
+def measured_in_child(module: str, args: list[str], env: dict[str, str] | None = None) -> dict:
+    """Run `python -m module args` (a measurement in a process of its own, so that its memory is
+    not this one's) and return the JSON line it prints last."""
+    result = subprocess.run([sys.executable, "-m", module, *args], env=env, capture_output=True, text=True, cwd=ROOT.parent)
     if result.returncode != 0:
-        raise RuntimeError(f"ingest failed:\n{result.stderr[-3000:]}")
-    return json.loads(result.stdout.strip().splitlines()[-1])["seconds"]
+        raise RuntimeError(f"{module} failed:\n{result.stderr[-3000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def ingest(settings, files: list[Path]) -> float:
+    """`ohlcv ingest` of the files, timed without the CLI's start-up (benchmarks/ingest_timed.py): its wall time."""
+    return measured_in_child("benchmarks.ingest_timed", [str(f) for f in files], environment(settings))["seconds"]
 
 
 def day_files(settings, start: datetime = DAY, end: datetime = DAY + timedelta(days=1)) -> list[str]:
@@ -168,28 +172,18 @@ def measure_size(label: str, plan: Plan, sampler) -> dict:
 
     log(f"{label}: DuckDB")
     with sampler.phase(f"{label} duckdb"):
-        duck = subprocess.run(
-            [sys.executable, "-m", "benchmarks.duckdb_timed", "--trades", str(trades), "--files", *files,
-             "--start-us", str(start_us), "--end-us", str(end_us), "--cores", str(cores), "--repeats", str(plan.repeats),
-             "--scratch", str(plan.data), *(["--deduplicate"] if deduplicate else [])],
-            capture_output=True, text=True, cwd=ROOT.parent,
-        )
-        if duck.returncode != 0:
-            raise RuntimeError(f"the DuckDB references failed:\n{duck.stderr[-3000:]}")
-        timed = json.loads(duck.stdout.strip().splitlines()[-1])
+        timed = measured_in_child("benchmarks.duckdb_timed", [
+            "--trades", str(trades), "--files", *files, "--start-us", str(start_us), "--end-us", str(end_us),
+            "--cores", str(cores), "--repeats", str(plan.repeats), "--scratch", str(plan.data),
+            *(["--deduplicate"] if deduplicate else [])])
         result["duckdb_seconds"] = timed["candles"]
         result["duckdb_load_seconds"] = timed["load"]
         result["duckdb_pipeline_seconds"] = timed["pipeline"]
 
     log(f"{label}: plain PySpark local[{cores}]")
-    plain = subprocess.run(
-        [sys.executable, "-m", "benchmarks.plain_spark", "--files", *files, "--start-us", str(start_us), "--end-us", str(end_us),
-         "--cores", str(cores), "--repeats", str(plan.repeats), *([] if deduplicate else ["--no-deduplicate"])],
-        capture_output=True, text=True, cwd=ROOT.parent,
-    )
-    if plain.returncode != 0:
-        raise RuntimeError(f"plain spark failed:\n{plain.stderr[-3000:]}")
-    plain_result = json.loads(plain.stdout.strip().splitlines()[-1])
+    plain_result = measured_in_child("benchmarks.plain_spark", [
+        "--files", *files, "--start-us", str(start_us), "--end-us", str(end_us), "--cores", str(cores),
+        "--repeats", str(plan.repeats), *([] if deduplicate else ["--no-deduplicate"])])
     result["plain_spark_seconds"] = plain_result["seconds"]
     result["plain_spark_peak_bytes"] = plain_result["peak_bytes"]
 
@@ -306,15 +300,10 @@ def measure_parallelism(label: str, plan: Plan) -> dict:
     settings, trades = generated_warehouse(f"{label}-skewed", plan, SIZES[label], DAY, DAY + timedelta(days=1),
                                            largest_share=SKEWED_SHARE)
     deduplicate = project_deduplicates(settings)
-    measured = subprocess.run(
-        [sys.executable, "-m", "benchmarks.parallelism", "--files", *day_files(settings), "--start-us", str(micros(DAY)),
-         "--end-us", str(micros(DAY + timedelta(days=1))), "--rows", str(trades), "--slots", "32",
-         *(["--deduplicate"] if deduplicate else [])],
-        capture_output=True, text=True, cwd=ROOT.parent,
-    )
-    if measured.returncode != 0:
-        raise RuntimeError(f"the parallelism measurement failed:\n{measured.stderr[-3000:]}")
-    return {"day": label, "largest_share": SKEWED_SHARE, **json.loads(measured.stdout.strip().splitlines()[-1])}
+    measured = measured_in_child("benchmarks.parallelism", [
+        "--files", *day_files(settings), "--start-us", str(micros(DAY)), "--end-us", str(micros(DAY + timedelta(days=1))),
+        "--rows", str(trades), "--slots", "32", *(["--deduplicate"] if deduplicate else [])])
+    return {"day": label, "largest_share": SKEWED_SHARE, **measured}
 
 
 # Ticks run before the measured ones, as a scheduler that ticks all day has: the first ticks of a
