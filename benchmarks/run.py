@@ -88,19 +88,29 @@ def median(values: list[float]) -> float:
 
 
 def prepare(label: str, trades_per_day: int, plan: Plan, warehouse_name: str = "warehouse"):
-    """Generate the day's trades (kept between runs), and a fresh warehouse holding them."""
+    """The day's trades (kept between runs), and a fresh warehouse holding them."""
+    return generated_warehouse(label, plan, trades_per_day, DAY, DAY + timedelta(days=1), warehouse_name, seed=1)
+
+
+def generated_warehouse(label: str, plan: Plan, trades_per_day: int, start: datetime, end: datetime,
+                        warehouse_name: str = "warehouse", seed: int = 2, **options) -> tuple:
+    """Generated trades of [start, end) (the file is kept between runs while its spec holds), and
+    a fresh warehouse holding them: (settings, the file, the ingest's seconds). `options` are
+    more `ohlcv generate` options (largest_share=0.4 is --largest-share 0.4)."""
     from ohlcv.settings import Settings
 
     folder = plan.data / label
     trades = folder / "trades.parquet"
     stamp = folder / "generated.json"
-    spec = {"trades_per_day": trades_per_day, "symbols": plan.symbols, "exchanges": plan.exchanges, "day": DAY.isoformat()}
+    spec = {"trades_per_day": trades_per_day, "symbols": plan.symbols, "exchanges": plan.exchanges, "start": start.isoformat(),
+            "end": end.isoformat(), "seed": seed, **options}
     if not trades.exists() or not stamp.exists() or json.loads(stamp.read_text()) != spec:
         folder.mkdir(parents=True, exist_ok=True)
-        log(f"{label}: generating {trades_per_day:,} trades")
-        ohlcv(["generate", "--out", str(trades), "--start", DAY.isoformat(), "--end", (DAY + timedelta(days=1)).isoformat(),
-               "--trades-per-day", str(trades_per_day), "--symbols", str(plan.symbols), "--exchanges", str(plan.exchanges),
-               "--seed", "1"], dict(os.environ))
+        log(f"{label}: generating {trades_per_day:,} trades a day")
+        extra = [item for key, value in options.items() for item in (f"--{key.replace('_', '-')}", str(value))]
+        ohlcv(["generate", "--out", str(trades), "--start", start.isoformat(), "--end", end.isoformat(), "--trades-per-day",
+               str(trades_per_day), "--symbols", str(plan.symbols), "--exchanges", str(plan.exchanges), "--seed", str(seed), *extra],
+              dict(os.environ))
         stamp.write_text(json.dumps(spec))
     for name in (warehouse_name, "workflow-storage"):
         shutil.rmtree(folder / name, ignore_errors=True)
@@ -108,6 +118,12 @@ def prepare(label: str, trades_per_day: int, plan: Plan, warehouse_name: str = "
     ohlcv(["init"], environment(settings))
     log(f"{label}: ingesting")
     return settings, trades, ingest(settings, [trades])
+
+
+def rows_in(path: Path) -> int:
+    import pyarrow.parquet as pq
+
+    return pq.read_metadata(path).num_rows
 
 
 def measured_in_child(module: str, args: list[str], env: dict[str, str] | None = None) -> dict:
@@ -241,7 +257,7 @@ def measure_history_backfill(plan: Plan) -> dict:
     days, per_day = plan.backfill_days, plan.backfill_trades_per_day
     start, end = DAY - timedelta(days=days - 1), DAY + timedelta(days=1)
     label = f"history-{days}x{per_day // 1000}k"
-    settings, trades = generated_warehouse(label, plan, per_day, start, end)
+    settings, trades, _ = generated_warehouse(label, plan, per_day, start, end)
     files = day_files(settings, start, end)
     cores = os.cpu_count() or 1
     deduplicate = project_deduplicates(settings, start, end)
@@ -261,35 +277,8 @@ def measure_history_backfill(plan: Plan) -> dict:
         project.append(time.monotonic() - started)
         chunks = len({c.range for c in commits})
     stop_project()
-    return {"days": days, "trades_per_day": per_day, "trades": trades, "chunks": chunks, "deduplicated_on_read": deduplicate,
+    return {"days": days, "trades_per_day": per_day, "trades": rows_in(trades), "chunks": chunks, "deduplicated_on_read": deduplicate,
             "project_seconds": project, "duckdb_seconds": duck}
-
-
-def generated_warehouse(label: str, plan: Plan, trades_per_day: int, start: datetime, end: datetime, **options):
-    """A fresh warehouse holding generated trades of [start, end) (the file is kept between runs)."""
-    from ohlcv.settings import Settings
-
-    folder = plan.data / label
-    trades = folder / "trades.parquet"
-    stamp = folder / "generated.json"
-    spec = {"trades_per_day": trades_per_day, "symbols": plan.symbols, "exchanges": plan.exchanges, "start": start.isoformat(),
-            "end": end.isoformat(), **options}
-    if not trades.exists() or not stamp.exists() or json.loads(stamp.read_text()) != spec:
-        folder.mkdir(parents=True, exist_ok=True)
-        log(f"{label}: generating")
-        extra = [item for key, value in options.items() for item in (f"--{key.replace('_', '-')}", str(value))]
-        ohlcv(["generate", "--out", str(trades), "--start", start.isoformat(), "--end", end.isoformat(), "--trades-per-day",
-               str(trades_per_day), "--symbols", str(plan.symbols), "--exchanges", str(plan.exchanges), "--seed", "2", *extra],
-              dict(os.environ))
-        stamp.write_text(json.dumps(spec))
-    for name in ("warehouse", "workflow-storage"):
-        shutil.rmtree(folder / name, ignore_errors=True)
-    settings = Settings(warehouse=str(folder / "warehouse"), workflow_storage=str(folder / "workflow-storage"))
-    ohlcv(["init"], environment(settings))
-    ingest(settings, [trades])
-    import pyarrow.parquet as pq
-
-    return settings, pq.read_metadata(trades).num_rows
 
 
 def measure_parallelism(label: str, plan: Plan) -> dict:
@@ -297,12 +286,12 @@ def measure_parallelism(label: str, plan: Plan) -> dict:
     `SKEWED_SHARE` of its trades, sized for a 32-core cluster (benchmarks/parallelism.py)."""
     from ohlcv.store import micros
 
-    settings, trades = generated_warehouse(f"{label}-skewed", plan, SIZES[label], DAY, DAY + timedelta(days=1),
-                                           largest_share=SKEWED_SHARE)
+    settings, trades, _ = generated_warehouse(f"{label}-skewed", plan, SIZES[label], DAY, DAY + timedelta(days=1),
+                                              largest_share=SKEWED_SHARE)
     deduplicate = project_deduplicates(settings)
     measured = measured_in_child("benchmarks.parallelism", [
         "--files", *day_files(settings), "--start-us", str(micros(DAY)), "--end-us", str(micros(DAY + timedelta(days=1))),
-        "--rows", str(trades), "--slots", "32", *(["--deduplicate"] if deduplicate else [])])
+        "--rows", str(rows_in(trades)), "--slots", "32", *(["--deduplicate"] if deduplicate else [])])
     return {"day": label, "largest_share": SKEWED_SHARE, **measured}
 
 
