@@ -138,3 +138,30 @@ def test_a_daily_request_alone_falls_back_when_ids_outgrow_its_key(settings, cat
     [outcome] = backfill(settings, utc(2024, 3, 5), utc(2024, 3, 6), tfs=[timeframes.get("1d")])
     assert outcome.aggregated.candle_order == "exact"
     assert_matches_oracle(catalog, stored_trades(catalog), tfs=[timeframes.get("1d")])
+
+
+def test_reconciliation_counts_equal_the_trades_in_each_group_of_ranges(settings, catalog, spark, tmp_path):
+    """The counts the candles' aggregation carries (ohlcv/aggregate.compute_candles): per series,
+    the trades whose timestamp lies in a group's ranges, for a whole read, a few ranges inside it
+    (compared one by one) and many ranges (the slot-set condition), against a plain count."""
+    from collections import Counter
+
+    from workflows.runtime import call
+
+    day = utc(2024, 3, 1)
+    rows = generate(GenerateSpec(day, day + timedelta(days=1), symbols=2, exchanges=2, trades_per_day=20_000, seed=5)).to_pylist()
+    ingest_rows(settings, catalog, rows, tmp_path, "day", utc(2024, 3, 2))
+    groups = (
+        ((day, day + timedelta(days=1)),),
+        ((day + timedelta(hours=1), day + timedelta(hours=2)), (day + timedelta(hours=5), day + timedelta(hours=5, minutes=30))),
+        tuple((day + timedelta(minutes=37 * i), day + timedelta(minutes=37 * i + 5)) for i in range(30)),
+    )
+    result = call(spark.aggregate.remote(settings, ["1m", "1h"], [(day, day + timedelta(days=1))], None, groups))
+    trades = stored_trades(catalog)
+    for group in groups:
+        want = Counter((t["exchange"], t["symbol"]) for t in trades if any(lo <= t["timestamp"] < hi for lo, hi in group))
+        got = {(r["exchange"], r["symbol"]): r["trades"] for r in result["source_counts"][group].to_pylist()}
+        assert got == dict(want), group[:2]
+    # The whole day's counts add up to every stored trade, as the 1m candles' trade counts do.
+    assert sum(result["source_counts"][groups[0]].column("trades").to_pylist()) == len(trades)
+    assert sum(result["candles"]["1m"].column("trade_count").to_pylist()) == len(trades)

@@ -100,16 +100,15 @@ class SparkService:
 
     def _over_trades(
         self, settings: Settings, ranges: list[tuple[datetime, datetime]], request_id: str | None, label: str, work,
-        keep: bool = False, snapshot_id: int | None = None, slot_us: int | None = None,
+        snapshot_id: int | None = None, slot_us: int | None = None,
     ):
         """Run `work(unique_trades, read_plan)` over the deduplicated trades of `ranges`, as of
         `snapshot_id` (default: the trades snapshot current now, which the read plan names).
 
         The trades are deduplicated here only where that snapshot may hold two versions of a
         trade (ohlcv/dedup.py): elsewhere ingest already kept one. `plan.deduplicated` says which.
-        `keep`: the work reads the trades more than once; deduplicated ones are then cached (the
-        dedupe's shuffle is worth computing once), trades read as stored are not (a second scan of
-        a few columns costs less than caching every column of every trade).
+        Nothing is cached: the work reads the trades once (the candles' aggregation carries the
+        reconciliation counts), or twice only for the rare exact-order retry.
         """
         from ohlcv import aggregate
         from ohlcv.catalog import load_trades
@@ -130,14 +129,7 @@ class SparkService:
                     unique = aggregate.dedupe_trades(trades, partitions=aggregate.shuffle_partitions(plan.rows, self.sizing.slots))
                 else:
                     unique, plan = aggregate.as_unique(trades), dataclasses.replace(plan, deduplicated=False)
-                cached = keep and plan.deduplicated
-                if cached:  # read by several jobs (candles and reconciliation counts): dedupe once
-                    unique = unique.persist()
-                try:
-                    return work(unique, plan)
-                finally:
-                    if cached:
-                        unique.unpersist()
+                return work(unique, plan)
         except OhlcvError:
             raise
         except Exception as exc:  # py4j errors are not picklable: pass on their meaning, not the object
@@ -166,16 +158,11 @@ class SparkService:
         slot_us = min(tf.width_us for tf in chosen)  # every coarser width is a multiple of it
 
         def work(unique, plan) -> dict:
-            candles, order = aggregate.compute_candles(unique, chosen, deduped=True)
-            counts = {
-                group: aggregate.collect_arrow(
-                    aggregate.trades_per_series(unique, [WindowRange(lo, hi) for lo, hi in group], slot_us), aggregate.SERIES_COUNTS
-                )
-                for group in count_groups
-            }
+            counted = tuple([WindowRange(lo, hi) for lo, hi in group] for group in count_groups)
+            candles, order, counts = aggregate.compute_candles(unique, chosen, deduped=True, counted=counted, slot_us=slot_us)
             return {
                 "candles": candles,
-                "source_counts": counts,
+                "source_counts": dict(zip(count_groups, counts)),
                 "files": plan.files,
                 "bytes": plan.bytes,
                 "read_mode": plan.mode,
@@ -185,8 +172,7 @@ class SparkService:
                 "seconds": time.monotonic() - started,
             }
 
-        return self._over_trades(settings, ranges, request_id, ",".join(timeframes), work, keep=bool(count_groups),
-                                 snapshot_id=snapshot_id, slot_us=slot_us)
+        return self._over_trades(settings, ranges, request_id, ",".join(timeframes), work, snapshot_id=snapshot_id, slot_us=slot_us)
 
     def trade_counts(self, settings: Settings, timeframes: list[str], start: datetime, end: datetime) -> dict:
         """Distinct trades per (exchange, symbol, window) of each timeframe, for trades in [start, end)."""
