@@ -28,9 +28,13 @@ def tree_memory(root: psutil.Process) -> int:
 
 
 class MemorySampler:
-    """Samples the tree in a thread; `phase(name)` records the peak of a stretch of work."""
+    """Samples the tree in a thread; `phase(name)` records the peak of a stretch of work.
 
-    def __init__(self, root_pid: int | None = None, interval: float = 0.25) -> None:
+    Every half second: a sample of Ray's process tree reads each process's smaps_rollup, 70 ms
+    of CPU (measured), and at four a second that took 7% off a 2-core machine's aggregation.
+    """
+
+    def __init__(self, root_pid: int | None = None, interval: float = 0.5) -> None:
         self.root = psutil.Process(root_pid)
         self.interval = interval
         self.peaks: dict[str, int] = {}

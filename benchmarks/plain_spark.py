@@ -24,6 +24,7 @@ def main() -> None:
     parser.add_argument("--cores", type=int, required=True)
     parser.add_argument("--memory", default="2g")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--warm-up", type=int, default=1, help="runs before the counted ones (the JVM compiles its hot code)")
     parser.add_argument("--no-deduplicate", dest="deduplicate", action="store_false",
                         help="skip the deduplication, as the project does for trades ingest vouched for")
     args = parser.parse_args()
@@ -51,13 +52,13 @@ def main() -> None:
             startup = time.monotonic() - started
             tfs = timeframes.resolve("all")
             seconds, candles = [], 0
-            for _ in range(args.repeats + 1):  # the first run warms the JVM and is not counted
+            for _ in range(args.warm_up + args.repeats):
                 started = time.monotonic()
                 result = plain_spark_candles(spark, args.files, args.start_us, args.end_us, tfs, args.deduplicate)
                 seconds.append(time.monotonic() - started)
                 candles = sum(t.num_rows for t in result.values())
             spark.stop()
-    print(json.dumps({"startup": startup, "seconds": seconds[1:], "candles": candles, "peak_bytes": sampler.peaks["plain spark"]}))
+    print(json.dumps({"startup": startup, "seconds": seconds[args.warm_up:], "candles": candles, "peak_bytes": sampler.peaks["plain spark"]}))
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ coarser window, and the hidden `notional` column carries sum(price*quantity) for
 The order of trades inside a window is first tried as one 64-bit number (`_packed_order`):
 Spark aggregates min_by/max_by over a number in a hash table, but over the exact order's struct
 only by sorting every trade first (SortAggregate), ten times slower on a day of trades
-(measured). Windows the number cannot order (an id with leading zeros, a text id, an id too
+(measured). Windows the number cannot order (an id with leading zeros, two text ids, an id too
 large for the bits the window width leaves) are flagged, and `compute_candles` then aggregates
 the trades again with the exact order.
 """
@@ -122,23 +122,34 @@ def _trade_order() -> Column:
 # Hidden columns of candles that count trades for the reconciliation (see `compute_candles`).
 COUNTED = "counted_"
 
-# A hidden column of packed-order candles: 1 where some trade of the window has an id the packed
-# order cannot rank, so the window's open and close may be wrong and the exact order must decide.
+# A hidden column of packed-order candles: above 0 where the packed order cannot rank the window's
+# trades, so its open and close may be wrong and the exact order must decide.
 UNORDERED = "unordered_ids"
 
 
 def _packed_order(tf: Timeframe) -> tuple[Column, Column]:
-    """(order key, whether the trade's id fits it): the trade's offset in its window in the high
-    bits, its id in the low bits. The key orders trades as `_trade_order` does when every id of
-    the window is a plain number (digits, no leading zero) below 2**id_bits; it is null otherwise.
+    """(order key, the UNORDERED aggregate): the trade's offset in its window in the high bits,
+    its id in the low bits, ordering trades as `_trade_order` does where it can.
+
+    - An id of plain digits (no leading zero) below 2**id_bits - 1 is its number.
+    - An id with any other character than a digit ("a-7", "late-3") takes the top value
+      2**id_bits - 1: at its instant it comes after every number, as in the exact order. That is
+      exact while a window holds at most one such id; the flag counts windows with two or more.
+    - Any other id (digits with a leading zero, too large a number, empty) cannot be ranked
+      among numbers by one key: its window is flagged.
     """
     id_bits = 63 - (tf.width_us - 1).bit_length()  # 37 bits (137 billion) for 1m, 26 for 1d
+    text_key = (1 << id_bits) - 1
     number = F.col("trade_id").cast("long")  # null unless the text is a (signed, trimmed) number
     fits = F.coalesce(
-        (number >= 0) & (number < F.lit(1 << id_bits)) & (number.cast("string") == F.col("trade_id")), F.lit(False)
+        (number >= 0) & (number < F.lit(text_key)) & (number.cast("string") == F.col("trade_id")), F.lit(False)
     )
-    offset = F.pmod(F.unix_micros("timestamp"), F.lit(tf.width_us))
-    return F.when(fits, offset * F.lit(1 << id_bits) + number), fits
+    text = F.length(F.translate("trade_id", "0123456789", "")) > 0
+    offset = F.pmod(F.unix_micros("timestamp"), F.lit(tf.width_us)) * F.lit(1 << id_bits)
+    key = F.when(fits, offset + number).when(text, offset + F.lit(text_key))
+    unranked = F.max(F.when(fits | text, F.lit(0)).otherwise(F.lit(1)))
+    several_texts = F.when(F.sum(F.when(text, F.lit(1)).otherwise(F.lit(0))) >= 2, F.lit(1)).otherwise(F.lit(0))
+    return key, (unranked + several_texts).alias(UNORDERED)
 
 
 def _window_start(micros: Column, tf: Timeframe) -> Column:
@@ -187,8 +198,8 @@ def candles(
         for index, ranges in enumerate(counted)
     ]
     if packed:
-        order, fits = _packed_order(tf)
-        flags.append(F.max(F.when(fits, F.lit(0)).otherwise(F.lit(1))).alias(UNORDERED))
+        order, unordered = _packed_order(tf)
+        flags.append(unordered)
     else:
         order = _trade_order()
     partial = (

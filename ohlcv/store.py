@@ -538,6 +538,54 @@ def windows_filter(column: str, ranges: list[WindowRange], window_us: int | None
     return In(column, starts)
 
 
+@dataclass
+class _StoredFiles:
+    """The data files of a candle table that may hold rows of some ranges, read whole: the rows
+    in the ranges (what the commit replaces) and the rest (what it keeps).
+
+    A commit rewrites these files itself, as one file per partition holding the kept rows and the
+    new ones, in one snapshot. pyiceberg's overwrite (a delete by filter, then an append) wrote
+    the new candles as files of their own beside the rewritten ones: a day that late trades touch
+    again and again gained two files per tick, and every later tick read them all (a late tick
+    over 30 days: 6.0, 6.7, 7.8 s for its 1st, 2nd and 3rd commit). Its delete also deep-copies
+    the table's metadata several times per file it reads (3.8 s of an 8.9 s commit, measured).
+    """
+
+    tasks: list[FileScanTask]
+    in_ranges: pa.Table
+    kept: pa.Table
+
+    @classmethod
+    def read(cls, table: Table, window: BooleanExpression, ranges: list[WindowRange]) -> "_StoredFiles":
+        from pyiceberg.io.pyarrow import ArrowScan
+
+        target = s.arrow_schema(s.CANDLE_SCHEMA)
+        tasks = list(table.scan(row_filter=window).plan_files())
+        if not tasks:
+            return cls([], target.empty_table(), target.empty_table())
+        rows = ArrowScan(table.metadata, table.io, table.schema(), AlwaysTrue()).to_table(tasks)
+        rows = rows.select(target.names).cast(target)
+        inside = in_ranges(rows.column("window_start").cast(pa.int64()).to_numpy(), ranges)
+        return cls(tasks, rows.filter(pa.array(inside)), rows.filter(pa.array(~inside)))
+
+    def replace(self, table: Table, merged: pa.Table, properties: dict[str, str]) -> None:
+        """One snapshot: these files out, the kept rows and `merged` in (one file per partition)."""
+        import itertools
+        import uuid
+
+        from pyiceberg.io.pyarrow import _dataframe_to_data_files
+
+        rows = pa.concat_tables([self.kept, merged.cast(self.kept.schema)])
+        written = list(_dataframe_to_data_files(table.metadata, rows, table.io, uuid.uuid4(), itertools.count(0))) if rows.num_rows else []
+        with table.transaction() as transaction:
+            update = transaction.update_snapshot(snapshot_properties=properties)
+            with (update.overwrite() if self.tasks else update.fast_append()) as snapshot:
+                for task in self.tasks:
+                    snapshot.delete_data_file(task.file)
+                for data_file in written:
+                    snapshot.append_data_file(data_file)
+
+
 def commit_candles(
     table: Table,
     fresh: pa.Table,
@@ -583,9 +631,8 @@ def commit_candles(
             "another writer absorbed those trades first"
         )
     recorded = watermark if watermark is not None else (current if current is not None else watermark_if_none)
-    window = windows_filter("window_start", ranges, window_us)
-    existing = table.scan(row_filter=window).to_arrow()
-    merged, counts = merge_candles(existing, fresh, now)
+    stored = _StoredFiles.read(table, windows_filter("window_start", ranges, window_us), ranges)
+    merged, counts = merge_candles(stored.in_ranges, fresh, now)
     hull = WindowRange(ranges[0].start, max(r.end for r in ranges)) if ranges else WindowRange(EPOCH, EPOCH)
     changed = counts["inserted"] + counts["updated"] + counts["deleted"] > 0
     # Without a candle change, only a new trades snapshot is worth a commit: `closed_before`
@@ -598,7 +645,7 @@ def commit_candles(
     properties = {"ohlcv.range": label, **watermark_properties(recorded)}
     with committing(table, str(hull)):
         if changed:
-            table.overwrite(merged, overwrite_filter=window, snapshot_properties=properties)
+            stored.replace(table, merged, properties)
         else:  # only the watermark moves: a commit that adds and removes no file
             table.overwrite(merged.slice(0, 0), overwrite_filter=AlwaysFalse(), snapshot_properties=properties)
     snapshot = table.current_snapshot()

@@ -106,27 +106,32 @@ def _tied(exchange: str, ids: list[str], ts) -> list[dict]:
 
 
 def test_trades_at_one_instant_are_ranked_by_id_in_the_packed_and_the_exact_order(settings, catalog, spark, tmp_path):
-    """Open and close at equal timestamps go by id. Plain numbers take the packed order (one
-    number per trade); an id it cannot rank (leading zeros, text, too large) sends the whole
-    request to the exact order, and both agree with the oracle."""
-    packed_day, exact_day, large_day = utc(2024, 3, 1, 10, 0, 30), utc(2024, 3, 2, 10, 0, 30), utc(2024, 3, 3, 10, 0, 30)
+    """Open and close at equal timestamps go by id. Plain numbers, and one text id per window,
+    take the packed order (one number per trade); an id it cannot rank (leading zeros, too
+    large, a second text id in the window) sends the whole request to the exact order, and both
+    agree with the oracle."""
+    packed_day, exact_day, large_day, texts_day = (utc(2024, 3, day, 10, 0, 30) for day in (1, 2, 3, 4))
     rows = [
-        *_tied("binance", ["1000", "999", "1001", "0", "137438953471"], packed_day),  # 2**37 - 1 still fits a 1m key
+        *_tied("binance", ["1000", "999", "1001", "0", "137438953470"], packed_day),  # 2**37 - 2 still fits a 1m key
         *_tied("kraken", ["8", "3"], packed_day + timedelta(seconds=1)),
+        *_tied("bybit", ["12", "a-7", "11"], packed_day),  # one text id: after every number at its instant
         *_tied("okx", ["7", "007", "10", "x1"], exact_day),  # "007" ranks before "7" only by its text
-        *_tied("okx", ["137438953472", "5"], large_day),  # 2**37: too large for a 1m key
+        *_tied("okx", ["137438953471", "5"], large_day),  # 2**37 - 1: the text ids' key, too large for a number
+        *_tied("okx", ["b2", "a1", "3"], texts_day),  # two text ids at one instant: ranked as text
     ]
-    ingest_rows(settings, catalog, rows, tmp_path, "tied", utc(2024, 3, 4))
+    ingest_rows(settings, catalog, rows, tmp_path, "tied", utc(2024, 3, 5))
     orders = {}
-    for day in (packed_day, exact_day, large_day):
+    for day in (packed_day, exact_day, large_day, texts_day):
         start = day.replace(hour=0, minute=0, second=0)
         [outcome] = backfill(settings, start, start + timedelta(days=1))
         orders[day.day] = outcome.aggregated.candle_order
-    assert orders == {1: "packed", 2: "exact", 3: "exact"}
+    assert orders == {1: "packed", 2: "exact", 3: "exact", 4: "exact"}
     assert_matches_oracle(catalog, stored_trades(catalog))
     one_minute = {(r["exchange"], r["window_start"]): r for r in stored(catalog, timeframes.get("1m"))}
     binance = one_minute[("binance", utc(2024, 3, 1, 10, 0))]
-    assert (binance["open_price"], binance["close_price"]) == (103.0, 104.0)  # id 0 opens, 2**37 - 1 closes
+    assert (binance["open_price"], binance["close_price"]) == (103.0, 104.0)  # id 0 opens, 2**37 - 2 closes
+    bybit = one_minute[("bybit", utc(2024, 3, 1, 10, 0))]
+    assert (bybit["open_price"], bybit["close_price"]) == (102.0, 101.0)  # "11" opens, "a-7" closes
     okx = one_minute[("okx", utc(2024, 3, 2, 10, 0))]
     assert (okx["open_price"], okx["close_price"]) == (101.0, 103.0)  # "007" opens, "x1" closes
 

@@ -77,15 +77,15 @@ def test_a_commit_that_loses_the_race_fails_cleanly_and_succeeds_when_retried(se
     range_a, range_b = WindowRange(start, start + timedelta(minutes=30)), WindowRange(start + timedelta(minutes=15), start + timedelta(minutes=45))
     table_a = load_candles(catalog, settings.namespace, ONE_MINUTE)
     table_b = load_candles(catalog, settings.namespace, ONE_MINUTE)
-    real_overwrite = table_a.overwrite
+    real_transaction = table_a.transaction  # where A's commit writes its snapshot (store._StoredFiles)
     interleaved = []
 
-    def overwrite_after_b_commits(*args, **kwargs):
+    def transaction_after_b_commits(*args, **kwargs):
         if not interleaved:
             interleaved.append(commit_candles(table_b, minute_candles(range_b.start, 30, 100.0), range_b, utc(2030, 1, 2)))
-        return real_overwrite(*args, **kwargs)
+        return real_transaction(*args, **kwargs)
 
-    table_a.overwrite = overwrite_after_b_commits
+    table_a.transaction = transaction_after_b_commits
     with pytest.raises(CommitConflict, match="another writer committed first"):
         commit_candles(table_a, minute_candles(range_a.start, 30, 100.0), range_a, utc(2030, 1, 1))
     assert interleaved and interleaved[0].snapshot_id is not None  # B's commit went through

@@ -7,10 +7,12 @@ import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 from support import daily_candles, key_rows, run_chunks, utc
 
 from ohlcv import timeframes
+from ohlcv.aggregate import candle_arrow_schema
 from ohlcv.catalog import load_candles
 from ohlcv.retention import apply_retention, cutoff, partitions
 from ohlcv.store import commit_candles
@@ -68,14 +70,28 @@ def files_on_disk(table) -> set[str]:
 
 
 @pytest.mark.slow
+def fragment(table, day: datetime, files: int) -> None:
+    """`files` one-candle files in the day's partition, at its first minutes: what commits that
+    appended their candles beside the rewritten files left (ticks now rewrite a partition's
+    overlapping files into one, see store._StoredFiles), for compaction to merge."""
+    for minute in range(files):
+        start = day + timedelta(minutes=minute)
+        row = dict(symbol="FRAG-USDT", exchange="okx", window_start=start, window_end=start + timedelta(minutes=1),
+                   window_date=start.date(), open_price=1.0, high_price=1.0, low_price=1.0, close_price=1.0, volume=1.0,
+                   trade_count=1, vwap=1.0)
+        commit_candles(table, pa.Table.from_pylist([row], schema=candle_arrow_schema()), WindowRange(start, start + timedelta(minutes=1)),
+                       utc(2030, 1, 1))
+
+
 def test_upkeep_after_many_ticks_keeps_every_live_file_and_snapshot(fast, catalog, spark, day_of_trades):
     table = load_candles(catalog, "market_data", ONE_MINUTE)
+    fragment(table, utc(2024, 4, 2), 10)
     for minute in range(5, 65, 5):  # twelve scheduled 1m ticks: 13:05 ... 14:00
         as_of = utc(2024, 4, 2, 13) + timedelta(minutes=minute)
         run_chunks(fast, tick_chunks([ONE_MINUTE], as_of), lambda: utc(2030, 1, 1))
     table.refresh()
     day = [p for p in partitions(table) if p.start == utc(2024, 4, 2)]
-    assert day and day[0].files >= 10
+    assert day and day[0].files == 11  # the ten fragments, and one file the ticks rewrote in turn
     content = key_rows(table)
     history = {s.snapshot_id: key_rows_at(table, s.snapshot_id) for s in table.metadata.snapshots}
     assert len(history) >= 12
@@ -115,6 +131,7 @@ def key_rows_at(table, snapshot_id: int) -> set:
 
 @pytest.mark.slow
 def test_the_daily_upkeep_is_a_workflow_with_its_own_steps(fast, catalog, spark, workflows, day_of_trades):
+    fragment(load_candles(catalog, "market_data", ONE_MINUTE), utc(2024, 4, 2), 3)
     for minute in (5, 10, 15):
         run_chunks(fast, tick_chunks([ONE_MINUTE], utc(2024, 4, 2, 13, minute)), lambda: utc(2030, 1, 1))
     workflow_id, ref = runs.start_upkeep(fast, utc(2024, 4, 4, 1, 45))
