@@ -55,6 +55,8 @@ __all__ = [
     "id_ranges",
     "merge_id_ranges",
     "load_id_ranges",
+    "largest_number_by_day",
+    "days_of",
     "record_id_ranges",
     "series_to_check",
     "stored_versions",
@@ -245,6 +247,25 @@ def merge_id_ranges(rows: pa.Table) -> pa.Table:
 
 def load_id_ranges(index: Table) -> pa.Table:
     return merge_id_ranges(index.scan().to_arrow().cast(_INDEX_ARROW))
+
+
+def largest_number_by_day(index: Table) -> dict[date, int]:
+    """The largest numeric trade id of each day, over every series, from the trade id index."""
+    ranges = load_id_ranges(index)
+    by_day = ranges.group_by("day").aggregate([("last_number", "max")])
+    return {day: number for day, number in zip(by_day.column("day").to_pylist(), by_day.column("last_number_max").to_pylist())
+            if number is not None}
+
+
+def days_of(ranges: Iterable[WindowRange]) -> set[date]:
+    """The UTC days that `ranges` meet."""
+    days = set()
+    for rng in ranges:
+        day = _day(rng.start)
+        while _day_start(day) < rng.end:
+            days.add(day)
+            day += timedelta(days=1)
+    return days
 
 
 def record_id_ranges(index: Table, batch_ranges: pa.Table, attempts: int = 5) -> None:

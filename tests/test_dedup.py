@@ -168,3 +168,23 @@ def test_day_runs_read_back_as_written():
     assert not days.meets([WindowRange(utc(2024, 5, 4), utc(2024, 6, 10))]), "the end of a range is not in it"
     assert days.meets([WindowRange(utc(2024, 5, 4), utc(2024, 6, 10, 0, 1))])
     assert dedup.DuplicateDays.parse("*").meets([WindowRange(utc(2030, 1, 1), utc(2030, 1, 1, 0, 1))])
+
+
+def test_the_index_gives_each_days_largest_numeric_id_over_every_series(settings, catalog, tmp_path):
+    """What the Spark service reads to skip a packed-order pass that could not rank the ids
+    (ohlcv/aggregate.largest_packed_id): per day, the largest id made of digits; text ids none."""
+    rows = [trade("okx", "ETH-USDT", "5", 10.0, 1.0, DAY), trade("binance", "BTC-USDT", "137438953471", 10.0, 1.0, DAY),
+            trade("okx", "ETH-USDT", "900", 10.0, 1.0, DAY + timedelta(days=1)),
+            trade("okx", "ETH-USDT", "x-1", 10.0, 1.0, DAY + timedelta(days=2))]
+    _ingest(settings, catalog, rows, tmp_path, "ids", INGESTS[0])
+    index = load_table(catalog, settings.namespace, s.TRADE_ID_RANGES_TABLE)
+    assert dedup.largest_number_by_day(index) == {DAY.date(): 137438953471, DAY.date() + timedelta(days=1): 900}
+
+
+@given(start_us=st.integers(0, 10 * 86_400_000_000), length_us=st.integers(1, 5 * 86_400_000_000))
+def test_days_of_a_range_are_the_utc_days_it_meets(start_us, length_us):
+    start = utc(2024, 1, 1) + timedelta(microseconds=start_us)
+    end = start + timedelta(microseconds=length_us)
+    last = end - timedelta(microseconds=1)
+    expected = {start.date() + timedelta(days=i) for i in range((last.date() - start.date()).days + 1)}
+    assert dedup.days_of([WindowRange(start, end)]) == expected

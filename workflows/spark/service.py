@@ -50,6 +50,7 @@ class SparkService:
         self.startup_seconds = 0.0
         self.requests = 0
         self._catalogs: dict[tuple[str, str], object] = {}
+        self._largest_ids: tuple[object, dict] = (None, {})  # (trade id index snapshot, largest id per day)
         self._starting = threading.Lock()
 
     def start(self) -> dict:
@@ -97,6 +98,29 @@ class SparkService:
         if key not in self._catalogs:
             self._catalogs[key] = open_catalog(settings)
         return self._catalogs[key]
+
+    def _packed_order_fits(self, settings: Settings, ranges: list[tuple[datetime, datetime]], chosen) -> bool:
+        """Whether the trade id index lets the packed order rank the ids of `ranges` (no day
+        holds a number too large for it); a missing index says nothing, so the packed order is
+        tried. Read once per index snapshot: ingest rewrites the index, ticks only read it."""
+        from pyiceberg.exceptions import NoSuchTableError
+
+        from ohlcv import aggregate, schema as s
+        from ohlcv.catalog import load_table
+        from ohlcv.dedup import days_of, largest_number_by_day
+        from ohlcv.windows import WindowRange
+
+        try:
+            index = load_table(self._catalog(settings), settings.namespace, s.TRADE_ID_RANGES_TABLE)
+        except NoSuchTableError:
+            return True
+        snapshot = index.current_snapshot()
+        key = (settings.warehouse_uri, settings.namespace, snapshot.snapshot_id if snapshot else None)
+        if self._largest_ids[0] != key:
+            self._largest_ids = (key, largest_number_by_day(index) if snapshot else {})
+        largest = self._largest_ids[1]
+        days = days_of(WindowRange(start, end) for start, end in ranges)
+        return max((largest.get(day, 0) for day in days), default=0) <= aggregate.largest_packed_id(chosen)
 
     def _over_trades(
         self, settings: Settings, ranges: list[tuple[datetime, datetime]], request_id: str | None, label: str, work,
@@ -159,7 +183,8 @@ class SparkService:
 
         def work(unique, plan) -> dict:
             counted = tuple([WindowRange(lo, hi) for lo, hi in group] for group in count_groups)
-            candles, order, counts = aggregate.compute_candles(unique, chosen, deduped=True, counted=counted, slot_us=slot_us)
+            candles, order, counts = aggregate.compute_candles(unique, chosen, deduped=True, counted=counted, slot_us=slot_us,
+                                                               packed=self._packed_order_fits(settings, ranges, chosen))
             return {
                 "candles": candles,
                 "source_counts": dict(zip(count_groups, counts)),
