@@ -128,6 +128,11 @@ COUNTED = "counted_"
 UNORDERED = "unordered_ids"
 
 
+def _id_bits(tf: Timeframe) -> int:
+    """The low bits of a packed order key left for the id: 37 (137 billion) for 1m, 26 for 1d."""
+    return 63 - (tf.width_us - 1).bit_length()
+
+
 def _packed_order(tf: Timeframe) -> tuple[Column, Column]:
     """(order key, the UNORDERED aggregate): the trade's offset in its window in the high bits,
     its id in the low bits, ordering trades as `_trade_order` does where it can.
@@ -139,7 +144,7 @@ def _packed_order(tf: Timeframe) -> tuple[Column, Column]:
     - Any other id (digits with a leading zero, too large a number, empty) cannot be ranked
       among numbers by one key: its window is flagged.
     """
-    id_bits = 63 - (tf.width_us - 1).bit_length()  # 37 bits (137 billion) for 1m, 26 for 1d
+    id_bits = _id_bits(tf)
     text_key = (1 << id_bits) - 1
     number = F.col("trade_id").cast("long")  # null unless the text is a (signed, trimmed) number
     fits = F.coalesce(
@@ -291,8 +296,7 @@ def _from_trades(trades: DataFrame, tf: Timeframe, deduped: bool, counted, slot_
 
 def largest_packed_id(tfs: list[Timeframe]) -> int:
     """The largest numeric id the packed order of the finest of `tfs` can rank (see _packed_order)."""
-    finest = min(tfs, key=lambda tf: tf.width)
-    return (1 << (63 - (finest.width_us - 1).bit_length())) - 2
+    return (1 << _id_bits(min(tfs, key=lambda tf: tf.width))) - 2  # below the text ids' key
 
 
 def _with_notional_schema() -> pa.Schema:

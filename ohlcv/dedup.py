@@ -90,9 +90,7 @@ class DuplicateDays:
             return True
         if not self.days:
             return False
-        return any(_day(rng.start) + timedelta(days=offset) in self.days
-                   for rng in ranges if not rng.empty
-                   for offset in range((_day(rng.end - timedelta(microseconds=1)) - _day(rng.start)).days + 1))
+        return not self.days.isdisjoint(days_of(ranges))
 
     def text(self) -> str:
         """The days as comma-separated runs, `2024-05-01/2024-05-03,2024-06-10`; `*` for any day."""
@@ -258,14 +256,10 @@ def largest_number_by_day(index: Table) -> dict[date, int]:
 
 
 def days_of(ranges: Iterable[WindowRange]) -> set[date]:
-    """The UTC days that `ranges` meet."""
-    days = set()
-    for rng in ranges:
-        day = _day(rng.start)
-        while _day_start(day) < rng.end:
-            days.add(day)
-            day += timedelta(days=1)
-    return days
+    """The UTC days that `ranges` meet (an empty range meets none)."""
+    return {_day(rng.start) + timedelta(days=offset)
+            for rng in ranges if not rng.empty
+            for offset in range((_day(rng.end - timedelta(microseconds=1)) - _day(rng.start)).days + 1)}
 
 
 def record_id_ranges(index: Table, batch_ranges: pa.Table, attempts: int = 5) -> None:
