@@ -1,6 +1,7 @@
 """The warm local mode: `ohlcv up` starts a local Ray head and the Spark service in the
-background, later commands find it without RAY_ADDRESS and say so once, a crashed one is
-detected and left alone, and `ohlcv down` stops it."""
+background, later commands find it without RAY_ADDRESS and say so once, `run` and `candles`
+go through its keeper (and without it when it died, until `ohlcv up` replaces it), a crashed
+head is detected and left alone, and `ohlcv down` stops it."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import pytest
 from headnode import BIN
 
 USING = "using the local Ray started by `ohlcv up`"
+THROUGH_KEEPER = "through its warm keeper"
 
 
 def ohlcv(env: dict[str, str], *args: str, expect: int = 0) -> tuple[subprocess.CompletedProcess, float]:
@@ -26,7 +28,7 @@ def ohlcv(env: dict[str, str], *args: str, expect: int = 0) -> tuple[subprocess.
 
 
 @pytest.mark.slow
-@pytest.mark.own_cluster(seconds=70)
+@pytest.mark.own_cluster(seconds=90)
 def test_up_warms_ray_and_spark_for_later_commands_and_down_stops_them(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OHLCV_", "RAY_ADDRESS"))}
     env.update(OHLCV_WAREHOUSE=str(tmp_path / "warehouse"), XDG_STATE_HOME=str(tmp_path / "state"),
@@ -44,12 +46,26 @@ def test_up_warms_ray_and_spark_for_later_commands_and_down_stops_them(tmp_path)
     try:
         tick, tick_seconds = ohlcv(env, "run", "--timeframe", "1m", "--as-of", "2024-06-03T12:00Z")
         assert tick.stderr.count(USING) == 1, tick.stderr  # said once
+        assert THROUGH_KEEPER in tick.stderr, tick.stderr  # the keeper ran it: this command joined no Ray
         assert "gold_ohlcv_1m" in tick.stdout
-        shown, candles_seconds = ohlcv(env, "candles", "--symbol", "BTC-USDT", "--timeframe", "1m",
-                                       "--start", "2024-06-03T11:50Z", "--end", "2024-06-03T12:00Z", "--format", "csv")
-        assert shown.stdout.count("\n") > 1
+        window = ("--start", "2024-06-03T11:50Z", "--end", "2024-06-03T12:00Z", "--format", "csv")
+        shown, candles_seconds = ohlcv(env, "candles", "--symbol", "BTC-USDT", "--timeframe", "1m", *window)
+        assert THROUGH_KEEPER in shown.stderr and shown.stdout.count("\n") > 1
+        # The same query without the keeper (RAY_ADDRESS names the head: the command reads itself).
+        direct, _ = ohlcv({**env, "RAY_ADDRESS": head["address"]}, "candles", "--symbol", "BTC-USDT", "--timeframe", "1m", *window)
+        assert THROUGH_KEEPER not in direct.stderr and direct.stdout == shown.stdout
+
+        # A keeper that died: commands join the head as drivers themselves; `ohlcv up` replaces it.
+        keeper_file = Path(head["temp_dir"]) / "keeper.json"
+        os.kill(json.loads(keeper_file.read_text())["pid"], signal.SIGKILL)
+        alone, _ = ohlcv(env, "run", "--timeframe", "1m", "--as-of", "2024-06-03T12:01Z")
+        assert alone.stderr.count(USING) == 1 and THROUGH_KEEPER not in alone.stderr, alone.stderr
+        assert "ohlcv-1m-20240603T1201Z" in alone.stdout
         again, _ = ohlcv(env, "up")
-        assert "already up" in again.stdout and json.loads(state.read_text()) == head
+        assert "already up" in again.stdout and "keeper is gone" in again.stdout, again.stdout
+        assert json.loads(state.read_text()) == head
+        served, _ = ohlcv(env, "run", "--timeframe", "1m", "--as-of", "2024-06-03T12:02Z")
+        assert THROUGH_KEEPER in served.stderr and "ohlcv-1m-20240603T1202Z" in served.stdout
         print(f"up {up_seconds:.1f}s, run 1m {tick_seconds:.1f}s, candles {candles_seconds:.1f}s")
 
         # A head that crashed: commands say so once, do without it, and forget it.

@@ -8,11 +8,13 @@ What commands need to find it is one small file, `$XDG_STATE_HOME/ohlcv/local-ra
 (`~/.local/state/ohlcv/...` by default). A head that crashed, or whose file outlived a reboot,
 is stale: commands say so and go on without it, and `ohlcv up` replaces it.
 
-Beside the head runs a keeper (`python -m workflows.local_ray keep TEMP_DIR`): a driver that
-creates Ray Workflows' actors and the Spark service, then lives as long as the head. Tasks
+Beside the head runs a keeper (`python -m workflows.local_ray keep TEMP_DIR PORT`): a driver
+that creates Ray Workflows' actors and the Spark service, then lives as long as the head. Tasks
 those actors submit belong to their creator's job, and Ray kills the workers of a finished job:
 created by a command, they would start fresh workers (seconds of imports) for every step of
-every later command. The keeper's job never finishes, so its workers stay warm.
+every later command. The keeper's job never finishes, so its workers stay warm. Once Spark is
+warm the keeper also runs ticks and candle queries for commands (workflows/cli/keeper_server.py),
+so that `ohlcv run` and `ohlcv candles` need not become Ray drivers themselves.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -34,7 +37,7 @@ from ohlcv.errors import ServiceUnavailable
 __all__ = [
     "PORT_FLAGS", "SLOW_MACHINE_ENVIRONMENT", "WARM_WORKERS_ENVIRONMENT", "LocalRay", "free_ports", "head_command", "log_tail",
     "processes_naming", "state_file", "find", "start",
-    "start_keeper", "stop", "forget",
+    "keeper_alive", "start_keeper", "wait_keeper", "stop", "forget",
 ]
 
 PORT_FLAGS = (
@@ -45,6 +48,7 @@ PORT_FLAGS = (
 _START_SECONDS = 90
 _START_ATTEMPTS = 3
 _PICK_RANGE = (20000, 32768)  # see free_ports
+_keepers: dict[str, subprocess.Popen] = {}  # keepers this process launched, by head temp dir
 # Ray's dashboard gives each of its modules 30 s to start and takes the whole head down when
 # one is late: on a busy 2-core machine (a Spark job running) that happens. Give them longer.
 SLOW_MACHINE_ENVIRONMENT = {"RAY_DASHBOARD_SUBPROCESS_MODULE_WAIT_READY_TIMEOUT": "180"}
@@ -125,27 +129,35 @@ def _ephemeral_low() -> int | None:
         return None
 
 
-def start(storage_uri: str, num_cpus: int | None = None) -> LocalRay:
+def start(storage_uri: str, num_cpus: int | None = None, keeper: bool = False) -> LocalRay:
     """Start a head in the background and wait until it takes drivers; record it.
-    A head that exits while starting is tried again on fresh ports, up to three times in all."""
+    A head that exits while starting is tried again on fresh ports, up to three times in all.
+    `keeper`: launch the head's keeper at once, so that its imports overlap the head's start
+    (it connects when the head is up); `wait_keeper` waits for it."""
     for attempt in range(1, _START_ATTEMPTS + 1):
         head, process = _launch(storage_uri, num_cpus)
+        if keeper:
+            _keepers[head.temp_dir] = _launch_keeper(head)
         deadline = time.monotonic() + _START_SECONDS
         # Up means the raylet takes connections too, not only the GCS: Ray starts the raylet after
         # the dashboard, and a driver that connects before it is refused.
-        while not (head.alive() and _accepts("127.0.0.1", head.node_manager_port)):
+        while not _takes_drivers(head):
             exited = process.poll() is not None
             if exited or time.monotonic() > deadline:
-                stop(head)
+                stop(head)  # its keeper too: it names the temp dir
                 if exited and attempt < _START_ATTEMPTS:
                     break
                 raise ServiceUnavailable(f"the local Ray head did not start: {log_tail(head.log)} (log: {head.log})")
-            time.sleep(0.5)
+            time.sleep(0.25)
         else:
             state_file().parent.mkdir(parents=True, exist_ok=True)
             state_file().write_text(json.dumps(asdict(head)))
             return head
     raise AssertionError("unreachable")
+
+
+def _takes_drivers(head: LocalRay) -> bool:
+    return head.alive() and _accepts("127.0.0.1", head.node_manager_port)
 
 
 def head_command(storage_uri: str, temp_dir: str, num_cpus: int, ports: dict[str, int]) -> list[str]:
@@ -184,34 +196,87 @@ def _launch(storage_uri: str, num_cpus: int | None) -> tuple[LocalRay, subproces
     return head, process
 
 
+def keeper_alive(head: LocalRay) -> bool:
+    """Whether the head's keeper lives (its endpoint file names its pid)."""
+    try:
+        pid = int(json.loads((Path(head.temp_dir) / "keeper.json").read_text())["pid"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return _pid_alive(pid)
+
+
 def start_keeper(head: LocalRay, timeout: float = 300.0) -> None:
-    """Start the head's keeper (see above) and wait until the actors and Spark are up in it."""
-    ready = Path(head.temp_dir) / "keeper.ready"
+    """Start a keeper for a head that lives without one (it crashed), and wait until it is ready."""
+    _keepers[head.temp_dir] = _launch_keeper(head)
+    wait_keeper(head, timeout)
+
+
+def wait_keeper(head: LocalRay, timeout: float = 300.0) -> None:
+    """Wait until the head's keeper has the workflow actors and a warm Spark, and serves."""
+    ready = Path(head.temp_dir) / "keeper.json"
     log_path = Path(head.temp_dir) / "keeper.log"
-    environment = {**os.environ, "RAY_ADDRESS": head.address}
-    with open(log_path, "w") as log:
-        # The temp dir in its command line: `stop` finds it there, as it finds the head's processes.
-        keeper = subprocess.Popen([sys.executable, "-m", "workflows.local_ray", "keep", head.temp_dir], env=environment,
-                                  stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+    keeper = _keepers.pop(head.temp_dir)
     deadline = time.monotonic() + timeout
     while not ready.exists():
         if keeper.poll() is not None or time.monotonic() > deadline:
             keeper.kill()
             raise ServiceUnavailable(f"the local Ray's keeper did not start: {log_tail(log_path, 1)} (log: {log_path})")
-        time.sleep(0.3)
+        time.sleep(0.2)
 
 
-def _keep(temp_dir: str) -> None:
+def _launch_keeper(head: LocalRay) -> subprocess.Popen:
+    ready = Path(head.temp_dir) / "keeper.json"
+    ready.unlink(missing_ok=True)
+    environment = {**os.environ, "RAY_ADDRESS": head.address}
+    with open(Path(head.temp_dir) / "keeper.log", "w") as log:
+        # The temp dir in its command line: `stop` finds it there, as it finds the head's processes.
+        return subprocess.Popen(
+            [sys.executable, "-m", "workflows.local_ray", "keep", head.temp_dir, str(head.node_manager_port)],
+            env=environment, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+        )
+
+
+def _keep(temp_dir: str, node_manager_port: int) -> None:
+    # Imported before the head is up: this is what overlaps its start.
     from ohlcv.settings import from_environment
+    from workflows.cli import keeper_server
     from workflows.orchestration.runs import connect
-    from workflows.spark.service import spark_service
+    from workflows.spark.service import spark_service, start_service
 
     settings = from_environment()
+    host, port = settings.ray_address.rsplit(":", 1)
+    deadline = time.monotonic() + _START_SECONDS
+    while not (_accepts(host, int(port)) and _accepts("127.0.0.1", node_manager_port)):
+        if time.monotonic() > deadline:
+            sys.exit(f"the head at {settings.ray_address} did not take drivers within {_START_SECONDS} s")
+        time.sleep(0.25)
+    start_service(settings)  # RayDP's start (about 14 s) overlaps the workflow actors' creation
     connect(settings)  # Ray Workflows' actors, created by this job
-    spark_service(settings)
-    (Path(temp_dir) / "keeper.ready").write_text(str(os.getpid()))
-    while True:  # until `ohlcv down` kills it; if the head goes first, Ray ends this driver
-        time.sleep(3600)
+    service = spark_service(settings)  # waits until Spark is up
+    # Ready now; the first commands need not also pay for the first compilations and imports.
+    threading.Thread(target=_warm_up, args=(service, temp_dir), name="warm-up", daemon=True).start()
+    # Until `ohlcv down` kills it; if the head goes first, Ray ends this driver.
+    keeper_server.serve(settings, temp_dir)
+
+
+def _warm_up(service, temp_dir: str) -> None:
+    """After `ohlcv up` returns: Spark's first aggregations (JIT), and workers of this job with
+    the steps' modules imported (pandera alone is about 0.8 s in a fresh worker), so that the
+    first tick a user runs costs what the next ones do."""
+    import ray
+
+    try:
+        workers = [ray.remote(num_cpus=0)(_import_step_modules).remote() for _ in range(2)]
+        seconds = ray.get(service.warm_up.remote(temp_dir))
+        ray.get(workers)
+        print(f"warmed up in {seconds:.1f} s", flush=True)
+    except Exception as exc:  # noqa: BLE001 - a cold first command is slower, not wrong
+        print(f"warm-up failed (the first command will be slower): {exc}", flush=True)
+
+
+def _import_step_modules() -> None:
+    import ohlcv.candle_model  # noqa: F401 - pandera
+    import workflows.orchestration.steps  # noqa: F401
 
 
 def stop(head: LocalRay) -> None:
@@ -284,7 +349,7 @@ def processes_naming(text: str) -> list[int]:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 3 and sys.argv[1] == "keep":
-        _keep(sys.argv[2])
+    if len(sys.argv) == 4 and sys.argv[1] == "keep":
+        _keep(sys.argv[2], int(sys.argv[3]))
     else:
-        sys.exit("usage: python -m workflows.local_ray keep TEMP_DIR (started by `ohlcv up`)")
+        sys.exit("usage: python -m workflows.local_ray keep TEMP_DIR NODE_MANAGER_PORT (started by `ohlcv up`)")

@@ -9,16 +9,18 @@ from __future__ import annotations
 
 from collections import Counter
 from datetime import datetime, timezone
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.table import Table
 
 from ohlcv import timeframes
 from ohlcv.errors import InputError, OhlcvError
-from ohlcv.object_store import bucket_of, check_bucket, describe_storage_error, is_s3
 from ohlcv.settings import Settings, from_environment
-from ohlcv.store import CommitResult
 from ohlcv.windows import as_utc
+
+if TYPE_CHECKING:  # the store, object storage and Ray are imported by the commands that use them:
+    from ohlcv.store import CommitResult  # a warm `ohlcv run` or `candles` needs none of them
 
 __all__ = [
     "console",
@@ -82,11 +84,15 @@ def command_settings(writes: bool = False) -> Settings:
 def require_writable(settings: Settings) -> None:
     """For commands that write: on object storage, check that this process may write under the
     warehouse prefix, so a read-only key fails in one line before any table changes."""
+    from ohlcv.object_store import check_bucket
+
     check_bucket(settings.warehouse_uri, settings.s3_endpoint, settings.s3_region, "OHLCV_WAREHOUSE", write=True)
 
 
 def storage_problem(exc: OSError) -> str | None:
     """One line for a storage failure of this command's warehouse or workflow storage, or None."""
+    from ohlcv.object_store import bucket_of, describe_storage_error, is_s3
+
     try:
         settings = from_environment()
     except OhlcvError:

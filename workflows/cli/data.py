@@ -17,7 +17,7 @@ from ohlcv.errors import InputError
 from ohlcv.windows import EPOCH, WindowRange
 from workflows.cli.common import console, errors, parse_time, command_settings, show, utc_now
 
-__all__ = ["init", "generate", "ingest", "candles", "print_candles"]
+__all__ = ["init", "generate", "ingest", "candles", "query_candles", "print_candles"]
 
 
 # ---------------------------------------------------------------------------------------- init
@@ -111,6 +111,28 @@ def candles(
     limit: Optional[int] = typer.Option(None, "--limit", help="Only the newest N candles."),
 ) -> None:
     """Query candles of one symbol (no Spark needed: reads the table through pyiceberg)."""
+    if output not in ("table", "csv", "json"):
+        raise InputError(f"--format {output!r}: choose table, csv or json")
+    settings = command_settings()
+    query = {"timeframe": timeframe, "symbol": symbol, "exchange": exchange, "start": start, "end": end, "limit": limit}
+    result = _candles_from_keeper(settings, query)
+    if result is None:
+        result = query_candles(settings, **query)
+    print_candles(result, output)
+    if plot is not None:
+        from ohlcv.chart import plot_candles
+
+        exchanges = sorted(set(result.column("exchange").to_pylist()))
+        if len(exchanges) > 1:
+            raise InputError(f"--plot draws one series: add --exchange (found {', '.join(exchanges)})")
+        title = f"{symbol} {exchanges[0] if exchanges else exchange or ''} {timeframe} candles"
+        errors.print(f"chart written to {plot_candles(result, plot, title)}")
+
+
+def query_candles(settings, timeframe: str, symbol: str, exchange: str | None, start: str | None, end: str | None,
+                  limit: int | None):
+    """The candles `ohlcv candles` shows, as an Arrow table; the options as typed (the keeper of
+    `ohlcv up` answers the same query for a command: workflows/cli/keeper_server.py)."""
     from ohlcv.catalog import load_candles, open_catalog
     from ohlcv.ingest import check_name
     from ohlcv.store import read_candles
@@ -119,24 +141,29 @@ def candles(
     check_name(symbol, "--symbol")
     if exchange is not None:
         check_name(exchange, "--exchange")
-    if output not in ("table", "csv", "json"):
-        raise InputError(f"--format {output!r}: choose table, csv or json")
     first = parse_time(start, "--start") if start else EPOCH
     last = parse_time(end, "--end") if end else datetime(9999, 1, 1, tzinfo=timezone.utc)
-    rng = WindowRange(first, last)
-    settings = command_settings()
-    result = read_candles(load_candles(open_catalog(settings), settings.namespace, tf), rng, symbol, exchange)
+    result = read_candles(load_candles(open_catalog(settings), settings.namespace, tf), WindowRange(first, last), symbol, exchange)
     if limit is not None:
         result = result.slice(max(0, result.num_rows - limit))
-    print_candles(result, output)
-    if plot is not None:
-        from ohlcv.chart import plot_candles
+    return result
 
-        exchanges = sorted(set(result.column("exchange").to_pylist()))
-        if len(exchanges) > 1:
-            raise InputError(f"--plot draws one series: add --exchange (found {', '.join(exchanges)})")
-        title = f"{symbol} {exchanges[0] if exchanges else exchange or ''} {tf.name} candles"
-        errors.print(f"chart written to {plot_candles(result, plot, title)}")
+
+def _candles_from_keeper(settings, query: dict):
+    """The query answered by the warm keeper of `ohlcv up`, or None when there is none for these settings."""
+    from workflows.cli import keeper_client
+
+    keeper = keeper_client.find(settings)
+    if keeper is None:
+        return None
+    try:
+        _, payload = keeper.request("/candles", query)
+    except keeper_client.NotServed:
+        return None
+    import pyarrow as pa
+
+    keeper_client.say_used(keeper)
+    return pa.ipc.open_stream(payload).read_all()
 
 
 def print_candles(result, output: str) -> None:

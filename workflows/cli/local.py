@@ -32,13 +32,16 @@ def up() -> None:
             local_ray.stop(head)
         require_java()  # before starting a head that could not run Spark
         check_workflow_storage(settings)
-        head = local_ray.start(settings.ray_storage_uri)
+        head = local_ray.start(settings.ray_storage_uri, keeper=True)
         console.print(f"Ray is up at {head.address}, dashboard {head.dashboard}, runs in {head.storage}")
         fresh = True
     try:
         if fresh:
             # The keeper creates the workflow actors and the Spark service, and says when Spark
             # is warm: this process need not connect to Ray at all.
+            local_ray.wait_keeper(head)
+        elif not local_ray.keeper_alive(head):
+            console.print("its keeper is gone: starting a new one")
             local_ray.start_keeper(head)
         else:
             from workflows.runtime import ensure_ray

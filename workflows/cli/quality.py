@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 from rich.table import Table
 
 from ohlcv import timeframes
 from ohlcv.errors import InputError
-from ohlcv.validate import CheckResult
 from ohlcv.windows import WindowRange
 from workflows.cli.common import command_settings, console, errors, parse_time, require_spark_prerequisites, show, utc_now
+
+if TYPE_CHECKING:
+    from ohlcv.validate import CheckResult
 
 __all__ = ["validate", "retention", "maintain"]
 

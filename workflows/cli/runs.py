@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -12,7 +14,6 @@ from rich.table import Table
 from ohlcv import timeframes
 from ohlcv.errors import InputError, OhlcvError
 from ohlcv.settings import Settings
-from ohlcv.store import CommitResult
 from ohlcv.windows import plan_backfill
 from workflows.cli.common import (
     console,
@@ -21,24 +22,16 @@ from workflows.cli.common import (
     print_commits,
     require_spark_prerequisites,
     require_tables,
+    require_writable,
     command_settings,
     show,
     utc_now,
 )
 
-__all__ = ["run", "backfill", "backfill_with_progress"]
+if TYPE_CHECKING:
+    from ohlcv.store import CommitResult
 
-
-def _results_table(results: dict) -> Table:
-    table = Table("workflow", "table", "range", "candles", "inserted", "updated", "unchanged", "snapshot")
-    for workflow_id, commits in results.items():
-        for commit in commits:
-            table.add_row(
-                workflow_id, commit.table, str(commit.range), f"{commit.inserted + commit.updated + commit.unchanged:,}",
-                f"{commit.inserted:,}", f"{commit.updated:,}", f"{commit.unchanged:,}",
-                str(commit.snapshot_id) if commit.snapshot_id else "no change",
-            )
-    return table
+__all__ = ["run", "TickReport", "tick_report", "backfill", "backfill_with_progress"]
 
 
 def run(
@@ -50,39 +43,91 @@ def run(
 
     Running a tick that already succeeded returns its stored result; a failed one is resumed.
     """
-    from workflows.orchestration import runs
-
     tfs = timeframes.resolve(timeframe)
     tick = parse_time(as_of, "--as-of") if as_of else utc_now()
-    settings = command_settings(writes=True)
-    require_tables(settings, tfs)
-    require_spark_prerequisites(settings)
-    results, failures = {}, []
-    for tf in tfs:  # one after another: a tick's lookback is small, and Spark is shared
+    settings = command_settings()
+    report = _report_from_keeper(settings, timeframe, tick, rerun)
+    if report is None:
+        require_writable(settings)
+        require_tables(settings, tfs)
+        require_spark_prerequisites(settings)
+        report = tick_report(settings, tfs, tick, rerun)
+    for line in report.lines:
+        console.print(line)
+    for note in report.notes:
+        errors.print(f"[yellow]note:[/] {note}", soft_wrap=True)
+    if report.rows:
+        table = Table("workflow", "table", "range", "candles", "inserted", "updated", "unchanged", "snapshot")
+        for row in report.rows:
+            table.add_row(*row)
+        show(table)
+    if report.failures:
+        for failure in report.failures[:-1]:
+            errors.print(f"[red]error:[/] {failure}", soft_wrap=True)
+        raise report.failures[-1]
+
+
+def _report_from_keeper(settings: Settings, timeframe: str, tick: datetime, rerun: bool) -> TickReport | None:
+    """The tick run by the warm keeper of `ohlcv up` (workflows/cli/keeper_client.py), or None when
+    there is none for these settings: then this process runs it as a Ray driver."""
+    from workflows.cli import keeper_client
+
+    keeper = keeper_client.find(settings)
+    if keeper is None:
+        return None
+    try:
+        _, payload = keeper.request("/tick", {"timeframe": timeframe, "as_of": tick.isoformat(), "rerun": rerun})
+    except keeper_client.NotServed:
+        return None
+    keeper_client.say_used(keeper)
+    return TickReport.from_json(json.loads(payload))
+
+
+@dataclass
+class TickReport:
+    """What `ohlcv run` shows: its results table's rows, lines for stdout (late windows), notes
+    for stderr (fallbacks a plan took), and the ticks that failed. JSON travels from the keeper."""
+
+    rows: list[list[str]] = field(default_factory=list)
+    lines: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    failures: list[OhlcvError] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        failures = [{"kind": type(f).__name__, "message": str(f)} for f in self.failures]
+        return {"rows": self.rows, "lines": self.lines, "notes": self.notes, "failures": failures}
+
+    @classmethod
+    def from_json(cls, data: dict) -> TickReport:
+        from workflows.cli.keeper_client import error_from
+
+        return cls(data["rows"], data["lines"], data["notes"], [error_from(f) for f in data["failures"]])
+
+
+def tick_report(settings: Settings, tfs: list[timeframes.Timeframe], tick: datetime, rerun: bool) -> TickReport:
+    """Run the ticks of `tfs` at `tick` one after another (a tick's lookback is small, and Spark
+    is shared); failures are reported, not raised, so that every timeframe gets its try."""
+    from workflows.orchestration import journal, runs
+
+    report = TickReport()
+    for tf in tfs:
         workflow_id, ref = runs.start_tick(settings, tf, tick, rerun=rerun)
         outcome = runs.wait_all([(workflow_id, ref)])[workflow_id]
-        _print_plan_notes(workflow_id)
+        summary = (journal.read_step(workflow_id, "plan") or {}).get("summary") or {}
+        if summary.get("late_windows"):
+            report.lines.append(f"{workflow_id}: {summary['late_windows']:,} late window(s) recomputed, "
+                                f"in {summary['ranges'] - 1} range(s)")
+        report.notes.extend(summary.get("notes", []))
         if isinstance(outcome, OhlcvError):
-            failures.append(outcome)
-        else:
-            results[workflow_id] = outcome
-    if results:
-        show(_results_table(results))
-    if failures:
-        for failure in failures[:-1]:
-            errors.print(f"[red]error:[/] {failure}", soft_wrap=True)
-        raise failures[-1]
-
-
-def _print_plan_notes(workflow_id: str) -> None:
-    """What the tick's plan said: late windows it absorbed, and any fallback it took."""
-    from workflows.orchestration import journal
-
-    summary = (journal.read_step(workflow_id, "plan") or {}).get("summary") or {}
-    if summary.get("late_windows"):
-        console.print(f"{workflow_id}: {summary['late_windows']:,} late window(s) recomputed, in {summary['ranges'] - 1} range(s)")
-    for note in summary.get("notes", []):
-        errors.print(f"[yellow]note:[/] {note}", soft_wrap=True)
+            report.failures.append(outcome)
+            continue
+        for commit in outcome:
+            report.rows.append([
+                workflow_id, commit.table, str(commit.range), f"{commit.inserted + commit.updated + commit.unchanged:,}",
+                f"{commit.inserted:,}", f"{commit.updated:,}", f"{commit.unchanged:,}",
+                str(commit.snapshot_id) if commit.snapshot_id else "no change",
+            ])
+    return report
 
 
 def backfill(

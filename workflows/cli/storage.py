@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import typer
 
-from ohlcv.object_store import check_bucket, is_s3
 from workflows.cli.common import command_settings, console
 
 __all__ = ["storage_app", "check", "ray_uri"]
@@ -15,6 +14,8 @@ storage_app = typer.Typer(help="Check the object storage, and print the workflow
 @storage_app.command("check")
 def check() -> None:
     """Check that the warehouse and the workflow storage can be listed and written (one line each)."""
+    from ohlcv.object_store import check_bucket, is_s3
+
     settings = command_settings()
     for uri, what in ((settings.warehouse_uri, "OHLCV_WAREHOUSE"), (settings.resolved_workflow_storage, "OHLCV_WORKFLOW_STORAGE")):
         check_bucket(uri, settings.s3_endpoint, settings.s3_region, what, write=True)
