@@ -85,9 +85,13 @@ class Keeper:
             connection.close()
         if answer.status == 200:
             return kind, data
+        try:
+            error = json.loads(data)["error"]
+        except (ValueError, KeyError, TypeError):
+            error = {"kind": f"HTTP {answer.status}", "message": data[:200].decode(errors="replace")}
         if answer.status == 409:
-            raise NotServed(json.loads(data)["error"]["message"])
-        raise error_from(json.loads(data)["error"])
+            raise NotServed(error["message"])
+        raise error_from(error)
 
 
 def find(settings: Settings) -> Keeper | None:
@@ -125,5 +129,5 @@ def error_from(error: dict) -> OhlcvError:
     kind = getattr(error_types, str(error.get("kind")), None)
     if isinstance(kind, type) and issubclass(kind, OhlcvError):
         return kind(error["message"])
-    return OhlcvError(f"unexpected {error.get('kind')} in the keeper of `ohlcv up`: {error.get('message')} "
-                      f"(traceback in {error.get('log')})")
+    where = f" (traceback in {error['log']})" if error.get("log") else ""
+    return OhlcvError(f"unexpected {error.get('kind')} in the keeper of `ohlcv up`: {error.get('message')}{where}")
