@@ -29,6 +29,7 @@ from pyiceberg.catalog import Catalog
 
 from ohlcv import dedup, schema as s
 from ohlcv.catalog import load_table
+from ohlcv.data_files import append_in_order
 from ohlcv.errors import InputError, TableNotFound
 
 __all__ = ["EpochUnit", "FileReport", "check_file", "read_file", "validate", "ingest_files", "in_time_order", "REASONS", "DUPLICATE", "NAME_PATTERN", "check_name"]
@@ -314,7 +315,7 @@ def validate(table: pa.Table, epoch_unit: EpochUnit, ingested_at: datetime, sour
             "timestamp": pa.array(micros[good].astype("int64"), pa.int64()).cast(pa.timestamp("us", tz="UTC")),
             "ingested_at": pa.repeat(stamp, int(good.sum())),
         }
-    ).cast(s.arrow_schema(s.TRADES_SCHEMA))
+    ).cast(s.arrow_build_schema(s.TRADES_SCHEMA))
 
     quarantined = _quarantine_rows(table, np.flatnonzero(bad_rows), ["; ".join(r for r in REASONS if problems[r][i])
                                                                     for i in np.flatnonzero(bad_rows)], source, stamp)
@@ -395,9 +396,9 @@ def ingest_files(
         if valid.num_rows:
             if index is not None:
                 dedup.record_id_ranges(index, landing_ranges)
-            trades.append(valid, snapshot_properties={"ohlcv.source": str(path), **properties})
+            append_in_order(trades, valid, {"ohlcv.source": str(path), **properties})
         if bad.num_rows:
-            quarantine.append(bad, snapshot_properties={"ohlcv.source": str(path)})
+            append_in_order(quarantine, bad, {"ohlcv.source": str(path)})
         report = FileReport(str(path), table.num_rows, valid.num_rows, bad.num_rows, counts, int(repeats.sum()))
         log.info("ingested %s: %d rows, %d landed, %d quarantined (%d duplicates)",
                  path, report.rows, report.ingested, report.quarantined, report.duplicates)

@@ -1,0 +1,77 @@
+"""Appending rows that already lie in partition order, without pyiceberg re-partitioning them.
+
+pyiceberg's append finds each partition of the rows it writes by a group-by over the whole
+table, then filters and copies every partition out of it: 0.74 s of a 2.4M-trade ingest's
+1.66 s append (measured on 2 cores), for trades that ingest has just put in time order
+(ohlcv/ingest.py `in_time_order`), so that each day is one run of rows already. Here each run
+of equal partition values becomes a zero-copy slice, written as pyiceberg would write its
+partition, and the files are appended in one snapshot.
+"""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+
+import numpy as np
+import pyarrow as pa
+from pyiceberg.table import Table
+
+__all__ = ["append_in_order", "partition_runs"]
+
+
+def partition_runs(table: Table, rows: pa.Table) -> list[tuple[object, int, int]] | None:
+    """(partition value, first row, row count) of each run of rows with one partition value, in
+    order; None when the table's spec is not one field, or a value comes back after another
+    (the rows are not in partition order)."""
+    spec = table.metadata.spec()
+    if len(spec.fields) != 1 or rows.num_rows == 0:
+        return None
+    field = spec.fields[0]
+    source = table.schema().find_field(field.source_id)
+    column = rows.column(table.schema().find_column_name(field.source_id))
+    if column.null_count:
+        return None
+    # Iceberg's own transform, so the values are the ones pyiceberg would give the partitions.
+    values = np.asarray(field.transform.pyarrow_transform(source.field_type)(column).to_numpy(zero_copy_only=False))
+    if values.dtype.kind not in "iu":
+        return None
+    if values.size > 1 and not np.all(values[1:] >= values[:-1]):
+        return None
+    starts = np.concatenate([[0], np.flatnonzero(np.diff(values)) + 1])
+    ends = np.append(starts[1:], values.size)
+    return [(int(values[start]), int(start), int(end - start)) for start, end in zip(starts, ends)]
+
+
+def append_in_order(table: Table, rows: pa.Table, properties: dict[str, str]) -> None:
+    """`table.append(rows)` in one snapshot with `properties`, writing each partition's run of
+    rows as a slice (see above); rows that are not in partition order go through pyiceberg's own
+    append, as does a table that merges manifests on append."""
+    from pyiceberg.io.pyarrow import _check_pyarrow_schema_compatible, bin_pack_arrow_table, pyarrow_to_schema, write_file
+    from pyiceberg.partitioning import PartitionFieldValue, PartitionKey
+    from pyiceberg.table import TableProperties, WriteTask
+    from pyiceberg.utils.properties import property_as_bool, property_as_int
+
+    runs = partition_runs(table, rows)
+    merges = property_as_bool(table.properties, TableProperties.MANIFEST_MERGE_ENABLED, TableProperties.MANIFEST_MERGE_ENABLED_DEFAULT)
+    if runs is None or merges:
+        table.append(rows, snapshot_properties=properties)
+        return
+    metadata = table.metadata
+    _check_pyarrow_schema_compatible(metadata.schema(), provided_schema=rows.schema, format_version=metadata.format_version)
+    spec, schema = metadata.spec(), metadata.schema()
+    target_size = property_as_int(metadata.properties, TableProperties.WRITE_TARGET_FILE_SIZE_BYTES,
+                                  TableProperties.WRITE_TARGET_FILE_SIZE_BYTES_DEFAULT)
+    task_schema = pyarrow_to_schema(rows.schema, name_mapping=schema.name_mapping, format_version=metadata.format_version)
+    write_uuid, counter = uuid.uuid4(), itertools.count(0)
+    tasks = (
+        WriteTask(write_uuid=write_uuid, task_id=next(counter), record_batches=batches, schema=task_schema,
+                  partition_key=PartitionKey([PartitionFieldValue(spec.fields[0], value)], spec, schema))
+        for value, start, count in runs
+        for batches in bin_pack_arrow_table(rows.slice(start, count), target_size)
+    )
+    written = list(write_file(io=table.io, table_metadata=metadata, tasks=tasks))
+    with table.transaction() as transaction:
+        with transaction.update_snapshot(snapshot_properties=properties).fast_append() as snapshot:
+            for data_file in written:
+                snapshot.append_data_file(data_file)
