@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -82,6 +83,9 @@ def test_up_warms_ray_and_spark_for_later_commands_and_down_stops_them(tmp_path)
     assert "no local Ray" in down.stdout or "stopped" in down.stdout
     leftovers = subprocess.run(["pgrep", "-f", head["temp_dir"]], capture_output=True, text=True).stdout.split()
     assert not leftovers, leftovers
+    # A head that crashed keeps its temp dir, for its logs (`ohlcv down` removes a live head's).
+    assert (Path(head["temp_dir"]) / "head.log").exists()
+    shutil.rmtree(head["temp_dir"])
 
 
 def test_a_head_s_ports_are_distinct_free_and_outside_the_range_outgoing_connections_use():

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import signal
 import socket
 import subprocess
@@ -279,8 +280,10 @@ def _import_step_modules() -> None:
     import workflows.orchestration.steps  # noqa: F401
 
 
-def stop(head: LocalRay) -> None:
-    """Stop the head's process group and anything still running from its temp dir."""
+def stop(head: LocalRay, remove_files: bool = False) -> None:
+    """Stop the head's process group and anything still running from its temp dir.
+    `remove_files`: also remove that temp dir (its logs, the keeper's token, and the 34 MB copy
+    of Ray's Java library each session makes); a head that failed keeps it, for its logs."""
     try:
         os.killpg(head.pid, signal.SIGTERM)
         deadline = time.monotonic() + 20
@@ -294,6 +297,8 @@ def stop(head: LocalRay) -> None:
     except (ProcessLookupError, PermissionError):
         pass
     forget(head)
+    if remove_files:
+        shutil.rmtree(head.temp_dir, ignore_errors=True)
 
 
 def forget(head: LocalRay) -> None:

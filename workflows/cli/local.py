@@ -70,5 +70,5 @@ def down() -> None:
     if head is None:
         console.print("no local Ray from `ohlcv up` is running")
         return
-    local_ray.stop(head)
-    console.print(f"stopped the local Ray at {head.address}")
+    local_ray.stop(head, remove_files=True)
+    console.print(f"stopped the local Ray at {head.address} and removed its files ({head.temp_dir})")
