@@ -34,6 +34,10 @@ while True:
 """
 
 
+# (first port, ports per block): ten blocks in 3000-9999, a head's chosen by its GCS port.
+WORKER_PORT_BLOCKS = (3000, 700)
+
+
 class HeadNode:
     def __init__(self, storage_uri: str, log_dir: Path, num_cpus: int = 2) -> None:
         self.storage_uri, self.log_dir, self.num_cpus = storage_uri, log_dir, num_cpus
@@ -58,6 +62,12 @@ class HeadNode:
         # Short: Ray puts unix sockets in it, and socket paths are limited to ~100 bytes.
         self.temp_dir = tempfile.mkdtemp(prefix="rh", dir="/tmp")
         command = head_command(self.storage_uri, self.temp_dir, self.num_cpus, ports)
+        # Workers and drivers of this head take their ports from a block of its own, below Ray's
+        # default range (10002-19999), which the other xdist worker's session Ray uses: a driver
+        # of this head (an `ohlcv` command) given a port that Ray had also given one of those
+        # workers died at start ("No address added", seen on a clean clone).
+        first = WORKER_PORT_BLOCKS[0] + (self.gcs_port % 10) * WORKER_PORT_BLOCKS[1]
+        command += [f"--min-worker-port={first}", f"--max-worker-port={first + WORKER_PORT_BLOCKS[1] - 1}"]
         environment = {**os.environ, **SLOW_MACHINE_ENVIRONMENT, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
         for name in [n for n in environment if n.startswith(("OHLCV_", "RAY_ADDRESS"))]:
             environment.pop(name)
