@@ -5,7 +5,8 @@ table, then filters and copies every partition out of it: 0.74 s of a 2.4M-trade
 1.66 s append (measured on 2 cores), for trades that ingest has just put in time order
 (ohlcv/ingest.py `in_time_order`), so that each day is one run of rows already. Here each run
 of equal partition values becomes a zero-copy slice, written as pyiceberg would write its
-partition, and the files are appended in one snapshot.
+partition, and the files are appended in one snapshot (`replace_files`, which candle commits
+use too).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 from pyiceberg.table import Table
 
-__all__ = ["append_in_order", "partition_runs"]
+__all__ = ["append_in_order", "partition_runs", "replace_files"]
 
 
 def partition_runs(table: Table, rows: pa.Table) -> list[tuple[object, int, int]] | None:
@@ -70,8 +71,16 @@ def append_in_order(table: Table, rows: pa.Table, properties: dict[str, str]) ->
         for value, start, count in runs
         for batches in bin_pack_arrow_table(rows.slice(start, count), target_size)
     )
-    written = list(write_file(io=table.io, table_metadata=metadata, tasks=tasks))
+    replace_files(table, [], list(write_file(io=table.io, table_metadata=metadata, tasks=tasks)), properties)
+
+
+def replace_files(table: Table, removed: list, added: list, properties: dict[str, str]) -> None:
+    """One snapshot with `properties` that removes the data files `removed` and adds `added`
+    (a fast append when it removes none)."""
     with table.transaction() as transaction:
-        with transaction.update_snapshot(snapshot_properties=properties).fast_append() as snapshot:
-            for data_file in written:
+        update = transaction.update_snapshot(snapshot_properties=properties)
+        with (update.overwrite() if removed else update.fast_append()) as snapshot:
+            for data_file in removed:
+                snapshot.delete_data_file(data_file)
+            for data_file in added:
                 snapshot.append_data_file(data_file)

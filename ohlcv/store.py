@@ -36,6 +36,7 @@ from pyiceberg.expressions import AlwaysFalse, AlwaysTrue, And, BooleanExpressio
 from pyiceberg.table import FileScanTask, Table
 
 from ohlcv import schema as s
+from ohlcv.data_files import replace_files
 from ohlcv.errors import CommitConflict, DataFileError
 from ohlcv.watermark import Watermark, recorded_watermark, watermark_properties
 from ohlcv.windows import EPOCH, WindowRange
@@ -577,13 +578,7 @@ class _StoredFiles:
 
         rows = pa.concat_tables([self.kept, merged.cast(self.kept.schema)])
         written = list(_dataframe_to_data_files(table.metadata, rows, table.io, uuid.uuid4(), itertools.count(0))) if rows.num_rows else []
-        with table.transaction() as transaction:
-            update = transaction.update_snapshot(snapshot_properties=properties)
-            with (update.overwrite() if self.tasks else update.fast_append()) as snapshot:
-                for task in self.tasks:
-                    snapshot.delete_data_file(task.file)
-                for data_file in written:
-                    snapshot.append_data_file(data_file)
+        replace_files(table, [task.file for task in self.tasks], written, properties)
 
 
 def commit_candles(

@@ -27,6 +27,7 @@ from support import utc
 from workflows.cli import keeper_client, keeper_server
 from workflows.cli.data import query_candles
 from workflows.cli.runs import TickReport
+from workflows.local_ray import KEEPER_FILE
 
 ONE_MINUTE = timeframes.get("1m")
 START = utc(2024, 6, 3)
@@ -40,8 +41,8 @@ def endpoint(settings, tmp_path):
     server = keeper_server.open_endpoint(settings, str(temp_dir))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    record = json.loads((temp_dir / keeper_client.KEEPER_FILE).read_text())
-    assert (temp_dir / keeper_client.KEEPER_FILE).stat().st_mode & 0o077 == 0  # the token is its owner's only
+    record = json.loads((temp_dir / KEEPER_FILE).read_text())
+    assert (temp_dir / KEEPER_FILE).stat().st_mode & 0o077 == 0  # the token is its owner's only
     yield keeper_client.Keeper(record["port"], record["token"], record["pid"], record["fingerprint"],
                                "127.0.0.1:6379", "http://127.0.0.1:8265")
     server.shutdown()

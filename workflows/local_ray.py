@@ -36,7 +36,7 @@ from pathlib import Path
 from ohlcv.errors import ServiceUnavailable
 
 __all__ = [
-    "PORT_FLAGS", "SLOW_MACHINE_ENVIRONMENT", "WARM_WORKERS_ENVIRONMENT", "LocalRay", "free_ports", "head_command", "log_tail",
+    "KEEPER_FILE", "PORT_FLAGS", "SLOW_MACHINE_ENVIRONMENT", "WARM_WORKERS_ENVIRONMENT", "LocalRay", "free_ports", "head_command", "log_tail",
     "processes_naming", "state_file", "find", "start",
     "keeper_alive", "start_keeper", "wait_keeper", "stop", "forget",
 ]
@@ -50,6 +50,8 @@ _START_SECONDS = 90
 _START_ATTEMPTS = 3
 _PICK_RANGE = (20000, 32768)  # see free_ports
 _keepers: dict[str, subprocess.Popen] = {}  # keepers this process launched, by head temp dir
+# In a head's temp dir: the keeper's endpoint (workflows/cli/keeper_server.py), written when it is ready.
+KEEPER_FILE = "keeper.json"
 # Ray's dashboard gives each of its modules 30 s to start and takes the whole head down when
 # one is late: on a busy 2-core machine (a Spark job running) that happens. Give them longer.
 SLOW_MACHINE_ENVIRONMENT = {"RAY_DASHBOARD_SUBPROCESS_MODULE_WAIT_READY_TIMEOUT": "180"}
@@ -200,7 +202,7 @@ def _launch(storage_uri: str, num_cpus: int | None) -> tuple[LocalRay, subproces
 def keeper_alive(head: LocalRay) -> bool:
     """Whether the head's keeper lives (its endpoint file names its pid)."""
     try:
-        pid = int(json.loads((Path(head.temp_dir) / "keeper.json").read_text())["pid"])
+        pid = int(json.loads((Path(head.temp_dir) / KEEPER_FILE).read_text())["pid"])
     except (OSError, ValueError, KeyError, TypeError):
         return False
     return _pid_alive(pid)
@@ -214,7 +216,7 @@ def start_keeper(head: LocalRay, timeout: float = 300.0) -> None:
 
 def wait_keeper(head: LocalRay, timeout: float = 300.0) -> None:
     """Wait until the head's keeper has the workflow actors and a warm Spark, and serves."""
-    ready = Path(head.temp_dir) / "keeper.json"
+    ready = Path(head.temp_dir) / KEEPER_FILE
     log_path = Path(head.temp_dir) / "keeper.log"
     keeper = _keepers.pop(head.temp_dir)
     deadline = time.monotonic() + timeout
@@ -226,7 +228,7 @@ def wait_keeper(head: LocalRay, timeout: float = 300.0) -> None:
 
 
 def _launch_keeper(head: LocalRay) -> subprocess.Popen:
-    ready = Path(head.temp_dir) / "keeper.json"
+    ready = Path(head.temp_dir) / KEEPER_FILE
     ready.unlink(missing_ok=True)
     environment = {**os.environ, "RAY_ADDRESS": head.address}
     with open(Path(head.temp_dir) / "keeper.log", "w") as log:

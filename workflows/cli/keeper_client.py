@@ -29,22 +29,21 @@ from pathlib import Path
 from ohlcv import errors as error_types
 from ohlcv.errors import OhlcvError
 from ohlcv.settings import Settings
+from workflows import local_ray
 
-__all__ = ["KEEPER_FILE", "Keeper", "NotServed", "find", "say_used", "error_from", "fingerprint"]
+__all__ = ["Keeper", "NotServed", "find", "say_used", "error_from", "fingerprint"]
 
-KEEPER_FILE = "keeper.json"
 _CREDENTIALS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE")
 _CONNECT_SECONDS = 2.0
 
 
-def fingerprint(settings: Settings, environment=None) -> str:
+def fingerprint(settings: Settings) -> str:
     """What must match for the keeper to act for a command: its resolved settings (where the
     warehouse, catalog and runs are) and the storage credentials of its environment, hashed.
     The Ray address is left out: the keeper is a driver of the head, the command not yet."""
-    environment = os.environ if environment is None else environment
     fields = dataclasses.asdict(dataclasses.replace(settings, ray_address=None))
     resolved = [settings.warehouse_uri, settings.resolved_catalog_uri, settings.ray_storage_uri]
-    credentials = [environment.get(name, "") for name in _CREDENTIALS]
+    credentials = [os.environ.get(name, "") for name in _CREDENTIALS]
     text = json.dumps([fields, resolved, credentials], sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()
 
@@ -99,13 +98,11 @@ def find(settings: Settings) -> Keeper | None:
     Nothing is said here: the caller says once on stderr what it used."""
     if settings.ray_address:
         return None  # RAY_ADDRESS names a cluster: commands use that one
-    from workflows import local_ray
-
     head = local_ray.find()
     if head is None or not head.alive():
         return None
     try:
-        recorded = json.loads((Path(head.temp_dir) / KEEPER_FILE).read_text())
+        recorded = json.loads((Path(head.temp_dir) / local_ray.KEEPER_FILE).read_text())
         keeper = Keeper(int(recorded["port"]), recorded["token"], int(recorded["pid"]), recorded["fingerprint"],
                         head.address, head.dashboard)
     except (OSError, ValueError, KeyError, TypeError):

@@ -19,7 +19,8 @@ from pathlib import Path
 
 from ohlcv.errors import OhlcvError
 from ohlcv.settings import Settings
-from workflows.cli.keeper_client import KEEPER_FILE, fingerprint
+from workflows.cli.keeper_client import fingerprint
+from workflows.local_ray import KEEPER_FILE
 
 __all__ = ["serve", "open_endpoint"]
 
@@ -86,14 +87,10 @@ def _tick(settings: Settings, body: dict) -> tuple[str, bytes]:
 
     from ohlcv import timeframes
     from ohlcv.windows import as_utc
-    from workflows.cli.common import require_spark_prerequisites, require_tables, require_writable
     from workflows.cli.runs import tick_report
 
     tfs = timeframes.resolve(body["timeframe"])
     tick = as_utc(datetime.fromisoformat(body["as_of"]))
-    require_writable(settings)
-    require_tables(settings, tfs)
-    require_spark_prerequisites(settings)
     report = tick_report(settings, tfs, tick, rerun=bool(body.get("rerun")))
     return "application/json", json.dumps(report.to_json()).encode()
 

@@ -48,9 +48,6 @@ def run(
     settings = command_settings()
     report = _report_from_keeper(settings, timeframe, tick, rerun)
     if report is None:
-        require_writable(settings)
-        require_tables(settings, tfs)
-        require_spark_prerequisites(settings)
         report = tick_report(settings, tfs, tick, rerun)
     for line in report.lines:
         console.print(line)
@@ -106,9 +103,13 @@ class TickReport:
 
 def tick_report(settings: Settings, tfs: list[timeframes.Timeframe], tick: datetime, rerun: bool) -> TickReport:
     """Run the ticks of `tfs` at `tick` one after another (a tick's lookback is small, and Spark
-    is shared); failures are reported, not raised, so that every timeframe gets its try."""
+    is shared), after the checks that fail fast (a warehouse that takes no writes, no tables, no
+    Java); failures of the ticks are reported, not raised, so that every timeframe gets its try."""
     from workflows.orchestration import journal, runs
 
+    require_writable(settings)
+    require_tables(settings, tfs)
+    require_spark_prerequisites(settings)
     report = TickReport()
     for tf in tfs:
         workflow_id, ref = runs.start_tick(settings, tf, tick, rerun=rerun)
