@@ -33,7 +33,7 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from ohlcv import schema as s
-from ohlcv.store import spark_ranges_condition
+from ohlcv.store import spark_slots_condition
 from ohlcv.timeframes import Timeframe, rollup_parent
 from ohlcv.windows import WindowRange
 
@@ -197,10 +197,10 @@ def candles(
     """Candles of `tf` from trades (columns of gold_crypto_trades), plus the hidden `notional`;
     `packed`: ordered by `_packed_order`, plus the hidden UNORDERED flag; `counted`: groups of
     ranges, each adding a hidden column COUNTED<i>, the window's trades whose own timestamp lies
-    in group i (made of `slot_us` slots: see store.spark_ranges_condition)."""
+    in group i (made of `slot_us` slots: see store.spark_slots_condition)."""
     unique = trades if deduped else dedupe_trades(trades)
     flags = [
-        F.sum(F.when(spark_ranges_condition("timestamp", ranges, slot_us), F.lit(1)).otherwise(F.lit(0))).alias(f"{COUNTED}{index}")
+        F.sum(F.when(spark_slots_condition("timestamp", ranges, slot_us), F.lit(1)).otherwise(F.lit(0))).alias(f"{COUNTED}{index}")
         for index, ranges in enumerate(counted)
     ]
     if packed:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from ohlcv.settings import Settings
 from workflows.spark.java import JAVA_OPTIONS
 
-__all__ = ["SparkSizing", "plan_sizing", "spark_configs"]
+__all__ = ["SparkSizing", "plan_sizing", "spark_configs", "splits_per_core"]
 
 _GIB = 1024**3
 
@@ -43,6 +43,20 @@ def plan_sizing(settings: Settings, cluster_cpus: float, cluster_memory_bytes: f
     return SparkSizing(executors, cores, memory, settings.spark_driver_memory, settings.spark_placement)
 
 
+def splits_per_core(sizing: SparkSizing) -> int:
+    """Splits of a read per core: four on a cluster, one in a session of a single executor.
+
+    On many cores a day's share per core is a few row groups, and splits of whole row groups
+    are uneven unless each core takes several: Spark's defaults (4 MB, one split per core)
+    gave a 2.4M-trade day 12 tasks on 32 cores, the longest a quarter of the total
+    (benchmarks/parallelism.py). One executor has at most four cores (`plan_sizing`), each of
+    whose shares is tens of row groups, and there every further split only costs its task
+    (8 splits on 2 cores: 1.40 s per aggregation of a 2.4M-trade day, against 1.25 s with 2
+    and 1.28 s with 4, measured through RayDP).
+    """
+    return 1 if sizing.executors == 1 else 4
+
+
 def spark_configs(sizing: SparkSizing) -> dict[str, str]:
     return {
         "spark.driver.extraJavaOptions": JAVA_OPTIONS,
@@ -51,12 +65,13 @@ def spark_configs(sizing: SparkSizing) -> dict[str, str]:
         "spark.driver.memory": sizing.driver_memory,
         "spark.sql.session.timeZone": "UTC",
         "spark.sql.shuffle.partitions": str(max(4, sizing.slots * 2)),
-        # A read is cut into at least four splits per core, of whole row groups (32k trades,
-        # about half a MB: see catalog.py), so that a day's single file keeps every core of a
-        # cluster busy. Spark's defaults (4 MB, one split per core) gave a 2.4M-trade day 12
-        # tasks on 32 cores, the longest a quarter of the total (benchmarks/parallelism.py).
-        "spark.sql.files.minPartitionNum": str(4 * sizing.slots),
+        # A read is cut into splits of whole row groups (32k trades, about half a MB: see
+        # catalog.py), `splits_per_core` per core, so that a day's single file keeps every core busy.
+        "spark.sql.files.minPartitionNum": str(splits_per_core(sizing) * sizing.slots),
         "spark.sql.files.openCostInBytes": str(512 * 1024),
+        # Every `isin` of literals becomes a set passed by reference, not literals compiled
+        # into the generated code (past 10 values by default): see store.spark_slots_condition.
+        "spark.sql.optimizer.inSetConversionThreshold": "0",
         "spark.sql.execution.arrow.pyspark.enabled": "true",
         "spark.ui.showConsoleProgress": "false",
         "spark.ui.enabled": "false",
