@@ -147,8 +147,9 @@ def test_a_daily_request_alone_falls_back_when_ids_outgrow_its_key(settings, cat
 
 def test_reconciliation_counts_equal_the_trades_in_each_group_of_ranges(settings, catalog, spark, tmp_path):
     """The counts the candles' aggregation carries (ohlcv/aggregate.compute_candles): per series,
-    the trades whose timestamp lies in a group's ranges, for a whole read, a few ranges inside it
-    (compared one by one) and many ranges (the slot-set condition), against a plain count."""
+    the trades read whose timestamp lies in a group's ranges, for a whole read, a few ranges
+    inside it and many ranges (tested as a set of slots), ranges that are not whole slots
+    (compared one by one), and a tick-sized read of two ranges, against a plain count."""
     from collections import Counter
 
     from workflows.runtime import call
@@ -160,13 +161,28 @@ def test_reconciliation_counts_equal_the_trades_in_each_group_of_ranges(settings
         ((day, day + timedelta(days=1)),),
         ((day + timedelta(hours=1), day + timedelta(hours=2)), (day + timedelta(hours=5), day + timedelta(hours=5, minutes=30))),
         tuple((day + timedelta(minutes=37 * i), day + timedelta(minutes=37 * i + 5)) for i in range(30)),
+        ((day + timedelta(hours=3, seconds=30), day + timedelta(hours=4, seconds=30)),),  # not whole slots: compared
     )
-    result = call(spark.aggregate.remote(settings, ["1m", "1h"], [(day, day + timedelta(days=1))], None, groups))
+    # Spark reads the day's files itself ("native"; a day this small would be handed over).
+    native = settings.with_overrides(read_mode="native")
+    result = call(spark.aggregate.remote(native, ["1m", "1h"], [(day, day + timedelta(days=1))], None, groups))
     trades = stored_trades(catalog)
-    for group in groups:
-        want = Counter((t["exchange"], t["symbol"]) for t in trades if any(lo <= t["timestamp"] < hi for lo, hi in group))
-        got = {(r["exchange"], r["symbol"]): r["trades"] for r in result["source_counts"][group].to_pylist()}
-        assert got == dict(want), group[:2]
+
+    def assert_counts(result, groups, reads):
+        for group in groups:
+            want = Counter((t["exchange"], t["symbol"]) for t in trades
+                           if any(lo <= t["timestamp"] < hi for lo, hi in group) and any(lo <= t["timestamp"] < hi for lo, hi in reads))
+            got = {(r["exchange"], r["symbol"]): r["trades"] for r in result["source_counts"][group].to_pylist()}
+            assert got == dict(want), group[:2]
+
+    assert result["read_mode"] == "native"
+    assert_counts(result, groups, [(day, day + timedelta(days=1))])
+    # A tick-sized read of two ranges, handed over to Spark as exactly their trades in one task:
+    # counted only where read.
+    reads = [(day + timedelta(hours=1), day + timedelta(hours=2)), (day + timedelta(hours=9), day + timedelta(hours=9, minutes=10))]
+    small = call(spark.aggregate.remote(settings, ["1m"], reads, None, groups))
+    assert small["read_mode"] == "pruned"
+    assert_counts(small, groups, reads)
     # The whole day's counts add up to every stored trade, as the 1m candles' trade counts do.
     assert sum(result["source_counts"][groups[0]].column("trades").to_pylist()) == len(trades)
     assert sum(result["candles"]["1m"].column("trade_count").to_pylist()) == len(trades)
