@@ -18,13 +18,12 @@ import numpy as np
 import pyarrow as pa
 from pyiceberg.table import Table
 
-__all__ = ["append_in_order", "partition_runs", "replace_files"]
+__all__ = ["append_in_order", "in_partition_order", "partition_runs", "replace_files", "write_in_order"]
 
 
-def partition_runs(table: Table, rows: pa.Table) -> list[tuple[object, int, int]] | None:
-    """(partition value, first row, row count) of each run of rows with one partition value, in
-    order; None when the table's spec is not one field, or a value comes back after another
-    (the rows are not in partition order)."""
+def _partition_values(table: Table, rows: pa.Table) -> np.ndarray | None:
+    """Each row's partition value by Iceberg's own transform (the values pyiceberg would give the
+    partitions); None when the table's spec is not one integer-valued field, or a value is null."""
     spec = table.metadata.spec()
     if len(spec.fields) != 1 or rows.num_rows == 0:
         return None
@@ -33,31 +32,42 @@ def partition_runs(table: Table, rows: pa.Table) -> list[tuple[object, int, int]
     column = rows.column(table.schema().find_column_name(field.source_id))
     if column.null_count:
         return None
-    # Iceberg's own transform, so the values are the ones pyiceberg would give the partitions.
     values = np.asarray(field.transform.pyarrow_transform(source.field_type)(column).to_numpy(zero_copy_only=False))
-    if values.dtype.kind not in "iu":
-        return None
-    if values.size > 1 and not np.all(values[1:] >= values[:-1]):
+    return values if values.dtype.kind in "iu" else None
+
+
+def partition_runs(table: Table, rows: pa.Table) -> list[tuple[object, int, int]] | None:
+    """(partition value, first row, row count) of each run of rows with one partition value, in
+    order; None when the table's spec is not one field, or a value comes back after another
+    (the rows are not in partition order)."""
+    values = _partition_values(table, rows)
+    if values is None or (values.size > 1 and not np.all(values[1:] >= values[:-1])):
         return None
     starts = np.concatenate([[0], np.flatnonzero(np.diff(values)) + 1])
     ends = np.append(starts[1:], values.size)
     return [(int(values[start]), int(start), int(end - start)) for start, end in zip(starts, ends)]
 
 
-def append_in_order(table: Table, rows: pa.Table, properties: dict[str, str]) -> None:
-    """`table.append(rows)` in one snapshot with `properties`, writing each partition's run of
-    rows as a slice (see above); rows that are not in partition order go through pyiceberg's own
-    append, as does a table that merges manifests on append."""
+def in_partition_order(table: Table, rows: pa.Table) -> pa.Table:
+    """The rows sorted by partition value, in their order within each partition (unchanged
+    when they are in that order already, or the spec is not one integer-valued field)."""
+    values = _partition_values(table, rows)
+    if values is None or values.size < 2 or np.all(values[1:] >= values[:-1]):
+        return rows
+    return rows.take(pa.array(np.argsort(values, kind="stable")))
+
+
+def write_in_order(table: Table, rows: pa.Table) -> list | None:
+    """Data files holding `rows`, each partition's run of rows written as a slice (see above);
+    None when the rows are not in partition order. Nothing is committed."""
     from pyiceberg.io.pyarrow import _check_pyarrow_schema_compatible, bin_pack_arrow_table, pyarrow_to_schema, write_file
     from pyiceberg.partitioning import PartitionFieldValue, PartitionKey
     from pyiceberg.table import TableProperties, WriteTask
-    from pyiceberg.utils.properties import property_as_bool, property_as_int
+    from pyiceberg.utils.properties import property_as_int
 
     runs = partition_runs(table, rows)
-    merges = property_as_bool(table.properties, TableProperties.MANIFEST_MERGE_ENABLED, TableProperties.MANIFEST_MERGE_ENABLED_DEFAULT)
-    if runs is None or merges:
-        table.append(rows, snapshot_properties=properties)
-        return
+    if runs is None:
+        return None
     metadata = table.metadata
     _check_pyarrow_schema_compatible(metadata.schema(), provided_schema=rows.schema, format_version=metadata.format_version)
     spec, schema = metadata.spec(), metadata.schema()
@@ -71,7 +81,22 @@ def append_in_order(table: Table, rows: pa.Table, properties: dict[str, str]) ->
         for value, start, count in runs
         for batches in bin_pack_arrow_table(rows.slice(start, count), target_size)
     )
-    replace_files(table, [], list(write_file(io=table.io, table_metadata=metadata, tasks=tasks)), properties)
+    return list(write_file(io=table.io, table_metadata=metadata, tasks=tasks))
+
+
+def append_in_order(table: Table, rows: pa.Table, properties: dict[str, str]) -> None:
+    """`table.append(rows)` in one snapshot with `properties`, writing each partition's run of
+    rows as a slice (see above); rows that are not in partition order go through pyiceberg's own
+    append, as does a table that merges manifests on append."""
+    from pyiceberg.table import TableProperties
+    from pyiceberg.utils.properties import property_as_bool
+
+    merges = property_as_bool(table.properties, TableProperties.MANIFEST_MERGE_ENABLED, TableProperties.MANIFEST_MERGE_ENABLED_DEFAULT)
+    written = None if merges else write_in_order(table, rows)
+    if written is None:
+        table.append(rows, snapshot_properties=properties)
+        return
+    replace_files(table, [], written, properties)
 
 
 def replace_files(table: Table, removed: list, added: list, properties: dict[str, str]) -> None:

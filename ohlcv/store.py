@@ -37,7 +37,7 @@ from pyiceberg.expressions import AlwaysFalse, AlwaysTrue, And, BooleanExpressio
 from pyiceberg.table import FileScanTask, Table
 
 from ohlcv import schema as s
-from ohlcv.data_files import replace_files
+from ohlcv.data_files import in_partition_order, replace_files, write_in_order
 from ohlcv.errors import CommitConflict, DataFileError
 from ohlcv.watermark import Watermark, recorded_watermark, watermark_properties
 from ohlcv.windows import EPOCH, WindowRange
@@ -619,7 +619,12 @@ class _StoredFiles:
         from pyiceberg.io.pyarrow import _dataframe_to_data_files
 
         rows = pa.concat_tables([self.kept, merged.cast(self.kept.schema)])
-        written = list(_dataframe_to_data_files(table.metadata, rows, table.io, uuid.uuid4(), itertools.count(0))) if rows.num_rows else []
+        # Sorted by partition and written a slice per partition: pyiceberg's own write filtered
+        # every partition out of all the rows (a late tick's commit over 30 days of 1m candles,
+        # 1.6M rows: 0.54 s of 1.65 s in its `_determine_partitions`, measured).
+        written = write_in_order(table, in_partition_order(table, rows)) if rows.num_rows else []
+        if written is None:  # not one integer-valued partition field
+            written = list(_dataframe_to_data_files(table.metadata, rows, table.io, uuid.uuid4(), itertools.count(0)))
         replace_files(table, [task.file for task in self.tasks], written, properties)
 
 
