@@ -36,12 +36,16 @@ def _partition_values(table: Table, rows: pa.Table) -> np.ndarray | None:
     return values if values.dtype.kind in "iu" else None
 
 
+def _ascending(values: np.ndarray) -> bool:
+    return values.size < 2 or bool(np.all(values[1:] >= values[:-1]))
+
+
 def partition_runs(table: Table, rows: pa.Table) -> list[tuple[object, int, int]] | None:
     """(partition value, first row, row count) of each run of rows with one partition value, in
     order; None when the table's spec is not one field, or a value comes back after another
     (the rows are not in partition order)."""
     values = _partition_values(table, rows)
-    if values is None or (values.size > 1 and not np.all(values[1:] >= values[:-1])):
+    if values is None or not _ascending(values):
         return None
     starts = np.concatenate([[0], np.flatnonzero(np.diff(values)) + 1])
     ends = np.append(starts[1:], values.size)
@@ -52,7 +56,7 @@ def in_partition_order(table: Table, rows: pa.Table) -> pa.Table:
     """The rows sorted by partition value, in their order within each partition (unchanged
     when they are in that order already, or the spec is not one integer-valued field)."""
     values = _partition_values(table, rows)
-    if values is None or values.size < 2 or np.all(values[1:] >= values[:-1]):
+    if values is None or _ascending(values):
         return rows
     return rows.take(pa.array(np.argsort(values, kind="stable")))
 

@@ -65,6 +65,7 @@ __all__ = [
     "windows_filter",
     "spark_ranges_condition",
     "spark_slots_condition",
+    "one_task",
     "slot_starts",
     "commit_candles",
     "committing",
@@ -235,7 +236,8 @@ def read_trades(
     if not tasks:
         return spark.createDataFrame([], SPARK_TRADE_SCHEMA), ReadPlan(0, 0, "empty", snapshot=snapshot_id)
     rows = rows_in_range(table, tasks, ranges)
-    if small_spark is not None and rows <= SMALL_READ_ROWS:
+    small = rows <= SMALL_READ_ROWS
+    if small_spark is not None and small:
         spark = small_spark
     local = _native_possible(table, tasks)
     # Read here, each file's row groups pruned by every range (files are in time order, see
@@ -244,31 +246,33 @@ def read_trades(
     # into Parquet, reading every row group between them.
     scattered = len(ranges) > _MAX_COMPARED_RANGES
     handed = None
-    if mode == "auto" and local and scratch is not None and rows <= (READ_HERE_MAX_ROWS if scattered else SMALL_READ_ROWS):
+    if mode == "auto" and local and scratch is not None and (small or scattered and rows <= READ_HERE_MAX_ROWS):
         handed = _hand_over(tasks, ranges, Path(scratch))
-    if handed is not None:  # exactly the trades of `ranges`: no condition to compile
-        return _one_task_if_small(spark.read.schema(SPARK_TRADE_SCHEMA).parquet(handed), rows), \
-            ReadPlan(len(tasks), size, "pruned", rows, snapshot_id)
-    if mode in ("auto", "native") and local:
-        frame, how = spark.read.schema(SPARK_TRADE_SCHEMA).parquet(*[t.file.file_path for t in tasks]), "native"
+    if handed is not None:  # exactly the trades of `ranges`: no condition left to compile
+        frame, how = spark.read.schema(SPARK_TRADE_SCHEMA).parquet(handed), "pruned"
     else:
-        if mode == "native":
-            log.warning("read mode native is not possible for %s (remote files, deletes or schema changes): reading through Arrow",
-                        ", ".join(map(str, ranges)))
-        frame, how = _read_through_arrow(spark, table, tasks, ranges, parallelism), "arrow"
-    # Compare the column itself with literals (timestamp_micros of a literal folds to one):
-    # a function applied to the column would hide the filter from Parquet's row-group
-    # statistics, and every tick would read the whole day to keep ten minutes of it.
-    frame = frame.where(spark_ranges_condition("timestamp", ranges, slot_us))
-    return (_one_task_if_small(frame, rows) if how == "native" else frame), ReadPlan(len(tasks), size, how, rows, snapshot_id)
+        if mode in ("auto", "native") and local:
+            frame, how = spark.read.schema(SPARK_TRADE_SCHEMA).parquet(*[t.file.file_path for t in tasks]), "native"
+        else:
+            if mode == "native":
+                log.warning("read mode native is not possible for %s (remote files, deletes or schema changes): reading through Arrow",
+                            ", ".join(map(str, ranges)))
+            frame, how = _read_through_arrow(spark, table, tasks, ranges, parallelism), "arrow"
+        # Compare the column itself with literals (timestamp_micros of a literal folds to one):
+        # a function applied to the column would hide the filter from Parquet's row-group
+        # statistics, and every tick would read the whole day to keep ten minutes of it.
+        frame = frame.where(spark_ranges_condition("timestamp", ranges, slot_us))
+    # Reads through Arrow (object storage) keep their tasks, which wait on the network in parallel.
+    if small and how != "arrow":
+        frame = one_task(frame)
+    return frame, ReadPlan(len(tasks), size, how, rows, snapshot_id)
 
 
-def _one_task_if_small(frame, rows: int):
+def one_task(frame):
     """A small read of local files as one partition: the aggregation that follows then runs in
     the task that reads, with no shuffle stage (a 1m tick's Spark request, measured through
-    RayDP: 0.51 -> 0.42 s for a 2.4M-trade day, 0.68 -> 0.54 s for a 24M one). Reads through
-    Arrow (object storage) keep their tasks, which wait on the network in parallel."""
-    return frame.coalesce(1) if rows <= SMALL_READ_ROWS else frame
+    RayDP: 0.51 -> 0.42 s for a 2.4M-trade day, 0.68 -> 0.54 s for a 24M one)."""
+    return frame.coalesce(1)
 
 
 @contextmanager

@@ -216,7 +216,7 @@ class SparkService:
 
     def warm_up(self, folder: str, rounds: int = 1) -> float:
         """Aggregate a small synthetic hour of trades a few times, read from a Parquet file in
-        `folder` the way a tick reads its day, so that the first command after `ohlcv up` does
+        `folder` the way a tick reads its trades (handed over, one task), so that the first command after `ohlcv up` does
         not pay for the JVM's first compilations: the first 1m tick's Spark took 7.7 s there, the
         next ones about 1 s (measured on 2 cores). No table is read or written; the seconds spent."""
         from datetime import timedelta, timezone
@@ -225,7 +225,7 @@ class SparkService:
 
         from ohlcv import aggregate, timeframes as tfs
         from ohlcv.generate import GenerateSpec, generate
-        from ohlcv.store import SPARK_TRADE_SCHEMA
+        from ohlcv.store import SPARK_TRADE_SCHEMA, one_task
         from ohlcv.windows import WindowRange
 
         started = time.monotonic()
@@ -236,7 +236,7 @@ class SparkService:
         try:
             one_minute = tfs.get("1m")
             for _ in range(rounds):
-                trades = aggregate.as_unique(self.small_reads.read.schema(SPARK_TRADE_SCHEMA).parquet(path))
+                trades = aggregate.as_unique(one_task(self.small_reads.read.schema(SPARK_TRADE_SCHEMA).parquet(path)))
                 aggregate.compute_candles(trades, [one_minute], deduped=True, counted=([hour],), slot_us=one_minute.width_us)
         finally:
             os.remove(path)
