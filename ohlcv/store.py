@@ -138,6 +138,21 @@ def _may_hold(table: Table, task: FileScanTask, bounds: list[tuple[int, int]]) -
     return span is None or any(lo <= span[1] and span[0] < hi for lo, hi in bounds)
 
 
+def held_whole(table: Table, tasks: list[FileScanTask], ranges: list[WindowRange]) -> bool:
+    """Whether every trade of every file lies in `ranges`, by the manifests alone: each file's
+    timestamp bounds inside one stretch of the merged ranges, and no trade without a timestamp."""
+    field = table.schema().find_field("timestamp")
+    starts, ends = _merged_bounds(ranges)
+    for task in tasks:
+        span = _timestamp_bounds(table, task)
+        if span is None or not field.required and (task.file.null_value_counts or {}).get(field.field_id) != 0:
+            return False
+        stretch = int(np.searchsorted(starts, span[0], side="right")) - 1
+        if stretch < 0 or span[1] >= ends[stretch]:
+            return False
+    return True
+
+
 @dataclass(frozen=True)
 class ReadPlan:
     files: int
@@ -258,10 +273,14 @@ def read_trades(
                 log.warning("read mode native is not possible for %s (remote files, deletes or schema changes): reading through Arrow",
                             ", ".join(map(str, ranges)))
             frame, how = _read_through_arrow(spark, table, tasks, ranges, parallelism), "arrow"
-        # Compare the column itself with literals (timestamp_micros of a literal folds to one):
-        # a function applied to the column would hide the filter from Parquet's row-group
-        # statistics, and every tick would read the whole day to keep ten minutes of it.
-        frame = frame.where(spark_ranges_condition("timestamp", ranges, slot_us))
+        # Files the ranges hold whole (a day's or a chunk's read) need no condition: pushed into
+        # Parquet it cost the aggregation of a whole 2.4M-trade day 12% though it removed
+        # nothing (1.05 -> 1.18 s in plain Spark, measured). Elsewhere compare the column itself
+        # with literals (timestamp_micros of a literal folds to one): a function applied to the
+        # column would hide the filter from Parquet's row-group statistics, and every tick would
+        # read the whole day to keep ten minutes of it.
+        if not held_whole(table, tasks, ranges):
+            frame = frame.where(spark_ranges_condition("timestamp", ranges, slot_us))
     # Reads through Arrow (object storage) keep their tasks, which wait on the network in parallel.
     if small and how != "arrow":
         frame = one_task(frame)

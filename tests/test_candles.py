@@ -177,6 +177,12 @@ def test_reconciliation_counts_equal_the_trades_in_each_group_of_ranges(settings
 
     assert result["read_mode"] == "native"
     assert_counts(result, groups, [(day, day + timedelta(days=1))])
+    # Part of the day, read natively: its file holds trades outside, so Spark keeps the condition
+    # (a read the ranges hold whole has none: ohlcv.store.held_whole).
+    part = [(day + timedelta(hours=1), day + timedelta(hours=2))]
+    partial = call(spark.aggregate.remote(native, ["1m"], part, None, groups))
+    assert partial["read_mode"] == "native"
+    assert_counts(partial, groups, part)
     # A tick-sized read of two ranges, handed over to Spark as exactly their trades in one task:
     # counted only where read.
     reads = [(day + timedelta(hours=1), day + timedelta(hours=2)), (day + timedelta(hours=9), day + timedelta(hours=9, minutes=10))]

@@ -1,6 +1,7 @@
 """The read plan's estimate of trades in a range (from manifests only), the shuffle width it
-sets (a day's trades spread over many tasks, a tick's over one per core), and the "pruned"
-read of scattered ranges (exact, and naming a corrupt file)."""
+sets (a day's trades spread over many tasks, a tick's over one per core), whether the ranges
+hold the planned files whole (then Spark's read needs no condition), and the "pruned" read of
+scattered ranges (exact, and naming a corrupt file)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from ohlcv.catalog import load_trades
 from ohlcv.generate import GenerateSpec, generate
 from ohlcv.ingest import ingest_files
 from ohlcv.errors import DataFileError
-from ohlcv.store import micros, plan_trade_files, read_pruned, rows_in_range, trades_per_day
+from ohlcv.store import held_whole, micros, plan_trade_files, read_pruned, rows_in_range, trades_per_day
 from ohlcv.windows import WindowRange
 
 DAY = utc(2024, 3, 4)
@@ -112,3 +113,61 @@ def test_a_pruned_read_of_a_truncated_trades_file_fails_naming_the_file(settings
         handle.truncate(handle.seek(0, 2) // 2)
     with pytest.raises(DataFileError, match=path):
         read_pruned([task], ranges)
+
+
+def test_files_are_held_whole_exactly_when_the_ranges_cover_their_spans(settings, catalog, tmp_path):
+    """`held_whole` (from the manifests' bounds) against the files' own trades: ranges on the
+    files' first and last trade to the microsecond, pieces that cover a file only together,
+    a gap of one trade, and random ranges. It answers whether the ranges cover each planned
+    file's span, first to last trade, so it never says so of a file that holds a trade outside."""
+    for index, (start, hours) in enumerate(((DAY, 9), (DAY + timedelta(hours=9), 15), (DAY + timedelta(days=1), 24))):
+        trades = generate(GenerateSpec(start, start + timedelta(hours=hours), symbols=2, exchanges=1, trades_per_day=6_000, seed=index))
+        pq.write_table(trades, tmp_path / f"part{index}.parquet")
+        ingest_files(catalog, settings.namespace, [str(tmp_path / f"part{index}.parquet")], "us", utc(2024, 3, 7))
+    table = load_trades(catalog, settings.namespace)
+    stamps = {}  # each file's trade times, read from the file itself
+    for task in table.scan().plan_files():
+        column = pq.read_table(task.file.file_path.removeprefix("file://"), columns=["timestamp"]).column("timestamp")
+        stamps[task.file.file_path] = column.cast(pa.int64()).to_numpy()
+    first, last = min(v.min() for v in stamps.values()), max(v.max() for v in stamps.values())
+    inner = int(sorted(stamps[min(stamps, key=lambda path: stamps[path].min())])[100])  # a trade inside the first file
+    at = lambda us: DAY + timedelta(microseconds=int(us) - micros(DAY))  # noqa: E731
+
+    def covered(lo: int, hi: int, ranges) -> bool:
+        """Every microsecond of [lo, hi] in some range: walk from lo along ranges that hold the cursor."""
+        cursor = lo
+        while cursor <= hi:
+            holding = [micros(r.end) for r in ranges if micros(r.start) <= cursor < micros(r.end)]
+            if not holding:
+                return False
+            cursor = max(holding)
+        return True
+
+    def trades_inside(values, ranges) -> bool:
+        return bool((sum(((values >= micros(r.start)) & (values < micros(r.end)) for r in ranges), start=values < 0) > 0).all())
+
+    cases = [
+        [WindowRange(at(first), at(last + 1))],  # to the microsecond: held
+        [WindowRange(at(first), at(last))],  # the last trade left out
+        [WindowRange(at(first + 1), at(last + 1))],  # the first trade left out
+        [WindowRange(at(first), DAY + timedelta(hours=5)), WindowRange(DAY + timedelta(hours=5), at(last + 1))],  # together
+        [WindowRange(at(first), at(inner)), WindowRange(at(inner + 1), at(last + 1))],  # one trade left out
+        [WindowRange(DAY, DAY + timedelta(days=2))],
+        [WindowRange(DAY + timedelta(days=1), DAY + timedelta(days=2))],  # only the second day's file is planned
+    ]
+    generator = random.Random(5)
+    for _ in range(40):
+        ranges = []
+        for _ in range(generator.randrange(1, 4)):
+            start = DAY + timedelta(hours=generator.randrange(-12, 40, 3))
+            ranges.append(WindowRange(start, start + timedelta(hours=generator.choice([1, 6, 12, 24, 48]))))
+        cases.append(ranges)
+    outcomes = []
+    for ranges in cases:
+        planned = [stamps[task.file.file_path] for task in plan_trade_files(table, ranges)]
+        held = held_whole(table, plan_trade_files(table, ranges), ranges)
+        assert held == all(covered(int(v.min()), int(v.max()), ranges) for v in planned), ranges
+        assert not held or all(trades_inside(v, ranges) for v in planned), ranges
+        outcomes.append(held)
+    assert outcomes[:7] == [True, False, False, True, False, True, True]
+    assert True in outcomes[7:] and False in outcomes[7:]  # the random cases saw both answers
