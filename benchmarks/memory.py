@@ -28,10 +28,14 @@ def tree_memory(root: psutil.Process) -> int:
 
 
 class MemorySampler:
-    """Samples the tree in a thread; `phase(name)` records the peak of a stretch of work.
+    """Samples the tree in a thread; `phase(name)` records the peak of a stretch of work, and
+    `paused()` stops the sampling for a stretch that is timed against another engine.
 
     Every half second: a sample of Ray's process tree reads each process's smaps_rollup, 70 ms
     of CPU (measured), and at four a second that took 7% off a 2-core machine's aggregation.
+    A sample of plain Spark's tree (a Python process and one JVM) costs a fraction of that, so
+    rounds that compare the two are timed unsampled; their warm-up rounds, which do the same
+    work, are sampled.
     """
 
     def __init__(self, root_pid: int | None = None, interval: float = 0.5) -> None:
@@ -39,6 +43,7 @@ class MemorySampler:
         self.interval = interval
         self.peaks: dict[str, int] = {}
         self._current: str | None = None
+        self._paused = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -53,7 +58,7 @@ class MemorySampler:
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
             phase = self._current
-            if phase is not None:
+            if phase is not None and not self._paused.is_set():
                 used = tree_memory(self.root)
                 self.peaks[phase] = max(self.peaks.get(phase, 0), used)
 
@@ -67,3 +72,12 @@ class MemorySampler:
             self.peaks[name] = max(self.peaks[name], tree_memory(self.root))
             self._current = None
             time.sleep(0)
+
+    @contextmanager
+    def paused(self):
+        """No samples while the block runs (a sample already under way finishes first)."""
+        self._paused.set()
+        try:
+            yield
+        finally:
+            self._paused.clear()

@@ -11,6 +11,7 @@ import json
 import os
 import sys
 import time
+from contextlib import nullcontext
 
 from benchmarks.memory import MemorySampler
 from benchmarks.reference import plain_spark_candles
@@ -52,10 +53,11 @@ def main() -> None:
             startup = time.monotonic() - started
             tfs = timeframes.resolve("all")
             seconds, candles = [], 0
-            for _ in range(args.warm_up + args.repeats):
-                started = time.monotonic()
-                result = plain_spark_candles(spark, args.files, args.start_us, args.end_us, tfs, args.deduplicate)
-                seconds.append(time.monotonic() - started)
+            for attempt in range(args.warm_up + args.repeats):
+                with sampler.paused() if attempt >= args.warm_up else nullcontext():
+                    started = time.monotonic()
+                    result = plain_spark_candles(spark, args.files, args.start_us, args.end_us, tfs, args.deduplicate)
+                    seconds.append(time.monotonic() - started)
                 candles = sum(t.num_rows for t in result.values())
             spark.stop()
     print(json.dumps({"startup": startup, "seconds": seconds[args.warm_up:], "candles": candles, "peak_bytes": sampler.peaks["plain spark"]}))
