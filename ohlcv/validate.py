@@ -12,11 +12,11 @@ often, and where to look.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import timedelta
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ohlcv import schema as s
 from ohlcv.errors import TerminalError
@@ -28,6 +28,7 @@ EXAMPLES_PER_CHECK = 5
 # vwap = sum(p*q)/sum(q) can land a rounding error outside [low, high] when every price is equal.
 VWAP_RELATIVE_SLACK = 1e-12
 _KEY_COLUMNS = list(s.CANDLE_KEY)
+_US_PER_DAY = 86_400_000_000
 
 
 @dataclass
@@ -92,33 +93,67 @@ def _examples(frame: pd.DataFrame, mask: np.ndarray, columns: list[str]) -> list
     return [{k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in row.items()} for row in rows.to_dict("records")]
 
 
+def _arrow_examples(candles: pa.Table, mask: np.ndarray, columns: list[str]) -> list[dict]:
+    """`_examples` of the first failing rows, only those made into a pandas frame."""
+    rows = candles.filter(pa.array(mask)).slice(0, EXAMPLES_PER_CHECK).to_pandas(date_as_object=True)
+    return _examples(rows, np.ones(len(rows), dtype=bool), columns)
+
+
+def _values(candles: pa.Table, name: str, as_type: pa.DataType | None = None) -> np.ndarray:
+    """A column as numpy (timestamps and dates as their integers); a null becomes NaN, which
+    fails every comparison, so a rule counts it as a failure."""
+    column = candles.column(name)
+    return (column.cast(as_type) if as_type is not None else column).to_numpy(zero_copy_only=False)
+
+
+def _duplicated_keys(candles: pa.Table) -> np.ndarray:
+    """Rows whose (exchange, symbol, window_start) another row shares (all of them, as pandas'
+    `duplicated(keep=False)`)."""
+    if candles.num_rows < 2:
+        return np.zeros(candles.num_rows, dtype=bool)
+    codes = [pc.fill_null(pc.dictionary_encode(candles.column(name).combine_chunks()).indices, -1).to_numpy()
+             for name in ("exchange", "symbol")]
+    starts = pc.fill_null(candles.column("window_start").cast(pa.int64()), np.iinfo(np.int64).min).to_numpy()
+    order = np.lexsort((starts, codes[1], codes[0]))
+    keys = [key[order] for key in (codes[0], codes[1], starts)]
+    same_as_next = np.logical_and.reduce([key[1:] == key[:-1] for key in keys])
+    repeated = np.zeros(candles.num_rows, dtype=bool)
+    repeated[1:] |= same_as_next
+    repeated[:-1] |= same_as_next
+    result = np.zeros(candles.num_rows, dtype=bool)
+    result[order] = repeated
+    return result
+
+
 def invariant_checks(candles: pa.Table, tf: Timeframe) -> list[CheckResult]:
-    frame = candles.to_pandas(date_as_object=True)
-    o, h, l, c = (frame[f"{n}_price"].to_numpy() for n in ("open", "high", "low", "close"))
-    vwap, volume = frame["vwap"].to_numpy(), frame["volume"].to_numpy()
+    """Exact counts over every candle, on the Arrow columns as numpy: a chunk's 490k 1m candles
+    took 0.24 s through a pandas frame (most of it Python dates for the window_date rule), and
+    take 0.07 s so (measured). Only a failing check's example rows become pandas."""
+    o, h, l, c = (_values(candles, f"{n}_price") for n in ("open", "high", "low", "close"))
+    vwap, volume, trades = _values(candles, "vwap"), _values(candles, "volume"), _values(candles, "trade_count")
     slack = np.abs(vwap) * VWAP_RELATIVE_SLACK
-    starts = frame["window_start"]
-    expected_end = starts + timedelta(microseconds=tf.width_us)
-    epoch = pd.Timestamp(0, tz="UTC")
-    offset_us = ((starts - epoch) // pd.Timedelta(microseconds=1)).to_numpy()
+    start_us, end_us = _values(candles, "window_start", pa.int64()), _values(candles, "window_end", pa.int64())
+    day = _values(candles, "window_date", pa.int32())
     with np.errstate(invalid="ignore"):
         rules = [
             ("high_price >= max(open_price, close_price)", ~(h >= np.maximum(o, c)), ["open_price", "high_price", "close_price"]),
             ("low_price <= min(open_price, close_price)", ~(l <= np.minimum(o, c)), ["open_price", "low_price", "close_price"]),
             ("low_price <= vwap <= high_price", ~((l - slack <= vwap) & (vwap <= h + slack)), ["low_price", "vwap", "high_price"]),
             ("volume > 0", ~(volume > 0), ["volume"]),
-            ("trade_count > 0", ~(frame["trade_count"].to_numpy() > 0), ["trade_count"]),
-            ("window_end = window_start + width", (frame["window_end"] != expected_end).to_numpy(), ["window_end"]),
-            ("window_date = UTC date of window_start", (frame["window_date"] != starts.dt.date).to_numpy(), ["window_date"]),
-            ("window_start aligned to the width", offset_us % tf.width_us != 0, []),
-            ("no duplicate (exchange, symbol, window_start)", frame.duplicated(_KEY_COLUMNS, keep=False).to_numpy(), []),
+            ("trade_count > 0", ~(trades > 0), ["trade_count"]),
+            ("window_end = window_start + width", ~(end_us == start_us + tf.width_us), ["window_end"]),
+            ("window_date = UTC date of window_start", ~(day == np.floor_divide(start_us, _US_PER_DAY)), ["window_date"]),
+            ("window_start aligned to the width", ~(np.mod(start_us, tf.width_us) == 0), []),
+            ("no duplicate (exchange, symbol, window_start)", _duplicated_keys(candles), []),
         ]
-    return [CheckResult(name, int(mask.sum()), _examples(frame, mask, cols) if mask.any() else []) for name, mask, cols in rules]
+    return [CheckResult(name, int(mask.sum()), _arrow_examples(candles, mask, cols) if mask.any() else []) for name, mask, cols in rules]
 
 
 def reconcile(candles: pa.Table, source: pa.Table) -> CheckResult:
     """sum(trade_count) per (exchange, symbol) against the distinct trades the source holds."""
-    have = candles.to_pandas()[["exchange", "symbol", "trade_count"]].groupby(["exchange", "symbol"])["trade_count"].sum()
+    totals = candles.select(["exchange", "symbol", "trade_count"]).group_by(["exchange", "symbol"], use_threads=False).aggregate(
+        [("trade_count", "sum")])
+    have = totals.to_pandas().set_index(["exchange", "symbol"])["trade_count_sum"]
     want = source.to_pandas().set_index(["exchange", "symbol"])["trades"] if source.num_rows else pd.Series(dtype="int64")
     both = pd.concat([have.rename("candles"), want.rename("trades")], axis=1).fillna(0).astype("int64")
     wrong = both[both["candles"] != both["trades"]].reset_index()
