@@ -49,6 +49,7 @@ __all__ = [
     "ARROW_TRADES",
     "SPARK_TRADE_SCHEMA",
     "plan_trade_files",
+    "held_whole",
     "rows_in_range",
     "trades_per_day",
     "ReadPlan",

@@ -110,7 +110,7 @@ def test_each_invariant_counts_exactly_the_rows_that_break_it(tf_name, count, de
             row["window_end"] = row["window_end"] + timedelta(microseconds=1)
         elif kind == "date":
             row["window_date"] = row["window_date"] + timedelta(days=1)
-        elif kind == "misaligned":
+        elif kind == "misaligned" and row["window_start"] is not None:
             row["window_start"] = row["window_start"] + timedelta(seconds=1)
         elif kind == "duplicate":
             rows.append(dict(row))
