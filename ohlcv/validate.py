@@ -127,8 +127,8 @@ def _duplicated_keys(candles: pa.Table) -> np.ndarray:
 
 def invariant_checks(candles: pa.Table, tf: Timeframe) -> list[CheckResult]:
     """Exact counts over every candle, on the Arrow columns as numpy: a chunk's 490k 1m candles
-    took 0.24 s through a pandas frame (most of it Python dates for the window_date rule), and
-    take 0.07 s so (measured). Only a failing check's example rows become pandas."""
+    took 0.24 s through a pandas frame (most of it Python dates for the window_date rule) and
+    take 0.07 s here (measured). Only a failing check's example rows become pandas."""
     o, h, l, c = (_values(candles, f"{n}_price") for n in ("open", "high", "low", "close"))
     vwap, volume, trades = _values(candles, "vwap"), _values(candles, "volume"), _values(candles, "trade_count")
     slack = np.abs(vwap) * VWAP_RELATIVE_SLACK

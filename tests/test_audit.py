@@ -66,9 +66,12 @@ def oracle_failures(rows: list[dict], width: timedelta) -> dict[str, int]:
     slack = lambda v: abs(v) * 1e-12  # noqa: E731 - VWAP_RELATIVE_SLACK
     epoch = utc(1970, 1, 1)
     return {
-        "high_price >= max(open_price, close_price)": sum(fails(lambda o, h, c: h >= max(o, c), r["open_price"], r["high_price"], r["close_price"]) for r in rows),
-        "low_price <= min(open_price, close_price)": sum(fails(lambda o, lo, c: lo <= min(o, c), r["open_price"], r["low_price"], r["close_price"]) for r in rows),
-        "low_price <= vwap <= high_price": sum(fails(lambda lo, v, h: lo - slack(v) <= v <= h + slack(v), r["low_price"], r["vwap"], r["high_price"]) for r in rows),
+        "high_price >= max(open_price, close_price)":
+            sum(fails(lambda o, h, c: h >= max(o, c), r["open_price"], r["high_price"], r["close_price"]) for r in rows),
+        "low_price <= min(open_price, close_price)":
+            sum(fails(lambda o, lo, c: lo <= min(o, c), r["open_price"], r["low_price"], r["close_price"]) for r in rows),
+        "low_price <= vwap <= high_price":
+            sum(fails(lambda lo, v, h: lo - slack(v) <= v <= h + slack(v), r["low_price"], r["vwap"], r["high_price"]) for r in rows),
         "volume > 0": sum(fails(lambda v: v > 0, r["volume"]) for r in rows),
         "trade_count > 0": sum(fails(lambda n: n > 0, r["trade_count"]) for r in rows),
         "window_end = window_start + width": sum(fails(lambda s, e: e == s + width, r["window_start"], r["window_end"]) for r in rows),

@@ -216,9 +216,10 @@ class SparkService:
 
     def warm_up(self, folder: str, rounds: int = 1) -> float:
         """Aggregate a small synthetic hour of trades a few times, read from a Parquet file in
-        `folder` the way a tick reads its trades (handed over, one task), so that the first command after `ohlcv up` does
-        not pay for the JVM's first compilations: the first 1m tick's Spark took 7.7 s there, the
-        next ones about 1 s (measured on 2 cores). No table is read or written; the seconds spent."""
+        `folder` the way a tick reads its trades (handed over, in one task), so that the first
+        command after `ohlcv up` does not pay for the JVM's first compilations: the first 1m
+        tick's Spark took 7.7 s there, the next ones about 1 s (measured on 2 cores). No table
+        is read or written; the seconds spent."""
         from datetime import timedelta, timezone
 
         import pyarrow.parquet as pq
