@@ -41,8 +41,7 @@ def commit_chunk(
         fresh = candles_in(candles[tf.name], ranges)
         if chunk.advances_watermark:
             watermark = Watermark(chunk.trades_snapshot, chunk.read.end) if chunk.trades_snapshot is not None else None
-            result = commit_candles(table, fresh, ranges, now, watermark=watermark, expect_watermark=chunk.watermark_from,
-                                    window_us=tf.width_us)
+            result = commit_candles(table, fresh, ranges, now, watermark=watermark, expect_watermark=chunk.watermark_from)
         else:
             result = _commit_backfill(catalog, settings.namespace, table, fresh, ranges, now, trades_snapshot)
         results.append(result)

@@ -33,7 +33,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 from pyiceberg.exceptions import CommitFailedException, ValidationException
-from pyiceberg.expressions import AlwaysFalse, AlwaysTrue, And, BooleanExpression, EqualTo, GreaterThanOrEqual, In, LessThan, Or
+from pyiceberg.expressions import AlwaysFalse, AlwaysTrue, And, BooleanExpression, EqualTo, GreaterThanOrEqual, LessThan, Or
 from pyiceberg.table import FileScanTask, Table
 
 from ohlcv import schema as s
@@ -63,7 +63,6 @@ __all__ = [
     "ANY_WATERMARK",
     "balanced_or",
     "ranges_filter",
-    "windows_filter",
     "spark_ranges_condition",
     "spark_slots_condition",
     "one_task",
@@ -107,35 +106,41 @@ def _as_ranges(ranges: WindowRange | list[WindowRange] | tuple[WindowRange, ...]
 
 def plan_trade_files(table: Table, ranges: WindowRange | list[WindowRange], snapshot_id: int | None = None) -> list[FileScanTask]:
     """The trade files that can hold trades of `ranges` (partitions and column statistics
-    pruned), as of `snapshot_id` (default: the current snapshot).
+    pruned), as of `snapshot_id` (default: the current snapshot)."""
+    return _plan_files(table, "timestamp", ranges, snapshot_id)
 
-    pyiceberg plans the ranges' hull; each file's timestamp bounds are then compared with every
+
+def _plan_files(table: Table, column: str, ranges: WindowRange | list[WindowRange], snapshot_id: int | None = None) -> list[FileScanTask]:
+    """The data files that can hold rows with `column` in `ranges`.
+
+    pyiceberg plans the ranges' hull; each file's bounds of `column` are then compared with every
     range here. Handing pyiceberg a hundred ranges (a tick's late windows) as one OR made it
-    evaluate that tree for every manifest entry: over a second for a few dozen files."""
+    evaluate that tree for every manifest entry: over a second for a few dozen files; as one IN
+    of their window starts, 0.22 s of a late tick's commit over 30 files (measured)."""
     ranges = _as_ranges(ranges)
     if not ranges:
         return []
     hull = WindowRange(ranges[0].start, max(r.end for r in ranges))
-    tasks = list(table.scan(row_filter=range_filter("timestamp", hull), snapshot_id=snapshot_id).plan_files())
+    tasks = list(table.scan(row_filter=range_filter(column, hull), snapshot_id=snapshot_id).plan_files())
     if len(ranges) == 1:
         return tasks
     bounds = [(micros(rng.start), micros(rng.end)) for rng in ranges]
-    return [task for task in tasks if _may_hold(table, task, bounds)]
+    return [task for task in tasks if _may_hold(table, task, bounds, column)]
 
 
-def _timestamp_bounds(table: Table, task: FileScanTask) -> tuple[int, int] | None:
-    """A file's lowest and highest trade time (microseconds), from its manifest entry."""
+def _timestamp_bounds(table: Table, task: FileScanTask, column: str = "timestamp") -> tuple[int, int] | None:
+    """A file's lowest and highest value of a time column (microseconds), from its manifest entry."""
     from pyiceberg.conversions import from_bytes
 
-    field = table.schema().find_field("timestamp")
+    field = table.schema().find_field(column)
     lower, upper = (task.file.lower_bounds or {}).get(field.field_id), (task.file.upper_bounds or {}).get(field.field_id)
     if lower is None or upper is None:
         return None
     return from_bytes(field.field_type, lower), from_bytes(field.field_type, upper)
 
 
-def _may_hold(table: Table, task: FileScanTask, bounds: list[tuple[int, int]]) -> bool:
-    span = _timestamp_bounds(table, task)
+def _may_hold(table: Table, task: FileScanTask, bounds: list[tuple[int, int]], column: str) -> bool:
+    span = _timestamp_bounds(table, task, column)
     return span is None or any(lo <= span[1] and span[0] < hi for lo, hi in bounds)
 
 
@@ -521,6 +526,8 @@ def merge_candles(existing: pa.Table, fresh: pa.Table, now: datetime) -> tuple[p
     """
     key = list(s.CANDLE_KEY)
     target = s.arrow_schema(s.CANDLE_SCHEMA)
+    if existing.num_rows == 0:
+        return _all_new(fresh, now, target), {"inserted": fresh.num_rows, "updated": 0, "unchanged": 0, "deleted": 0}
     old = existing.to_pandas(date_as_object=True)
     new = fresh.to_pandas(date_as_object=True)
     joined = new.merge(old, on=key, how="left", suffixes=("", "_old"), indicator=True)
@@ -548,6 +555,16 @@ def merge_candles(existing: pa.Table, fresh: pa.Table, now: datetime) -> tuple[p
     }
     table = pa.Table.from_pandas(result[target.names], preserve_index=False)
     return table.cast(pa.schema([f.with_nullable(True) for f in target])).cast(target), counts
+
+
+def _all_new(fresh: pa.Table, now: datetime, target: pa.Schema) -> pa.Table:
+    """`fresh` stamped created_at = updated_at = `now`: a range that held no candle (a backfill
+    into empty tables), with no detour through pandas (0.8 s of a 15-day chunk's 2.3 s commit,
+    measured)."""
+    stamps = pa.array(np.full(fresh.num_rows, micros(now), dtype="int64")).cast(target.field("created_at").type)
+    stamped = fresh.select([name for name in target.names if name not in ("created_at", "updated_at")])
+    stamped = stamped.append_column("created_at", stamps).append_column("updated_at", stamps)
+    return stamped.select(target.names).cast(pa.schema([f.with_nullable(True) for f in target])).cast(target)
 
 
 @contextmanager
@@ -588,23 +605,6 @@ def ranges_filter(column: str, ranges: list[WindowRange]) -> BooleanExpression:
     return balanced_or([range_filter(column, rng) for rng in ranges], Or)
 
 
-# Past this many windows, a scattered commit compares ranges rather than listing windows.
-_MAX_LISTED_WINDOWS = 20_000
-
-
-def windows_filter(column: str, ranges: list[WindowRange], window_us: int | None) -> BooleanExpression:
-    """Candle rows whose window start `column` lies in any of `ranges`, made of `window_us` wide
-    windows. Many ranges (a tick's late windows) become one IN of their window starts: pyiceberg
-    binds and evaluates an OR of a hundred ranges against every file's statistics, partition and
-    residual, seconds a commit; an IN is one predicate. Same rows: a candle starts on its window."""
-    if window_us is None or len(ranges) <= _MAX_COMPARED_RANGES:
-        return ranges_filter(column, ranges)
-    starts = slot_starts(ranges, window_us)
-    if len(starts) > _MAX_LISTED_WINDOWS:
-        return ranges_filter(column, ranges)
-    return In(column, starts)
-
-
 @dataclass
 class _StoredFiles:
     """The data files of a candle table that may hold rows of some ranges, read whole: the rows
@@ -623,11 +623,11 @@ class _StoredFiles:
     kept: pa.Table
 
     @classmethod
-    def read(cls, table: Table, window: BooleanExpression, ranges: list[WindowRange]) -> "_StoredFiles":
+    def read(cls, table: Table, ranges: list[WindowRange]) -> "_StoredFiles":
         from pyiceberg.io.pyarrow import ArrowScan
 
         target = s.arrow_schema(s.CANDLE_SCHEMA)
-        tasks = list(table.scan(row_filter=window).plan_files())
+        tasks = _plan_files(table, "window_start", ranges)
         if not tasks:
             return cls([], target.empty_table(), target.empty_table())
         rows = ArrowScan(table.metadata, table.io, table.schema(), AlwaysTrue()).to_table(tasks)
@@ -661,7 +661,6 @@ def commit_candles(
     watermark: Watermark | None = None,
     watermark_if_none: Watermark | None = None,
     expect_watermark: object = ANY_WATERMARK,
-    window_us: int | None = None,
 ) -> CommitResult:
     """Replace the candles of `ranges` with `fresh` in one commit (none if nothing changed).
 
@@ -675,9 +674,6 @@ def commit_candles(
     first: CommitConflict (unless that writer absorbed the very snapshot `watermark` names). The
     commit step's retries reuse the run's plan, so such a run fails; the next tick plans afresh. Candle tables commit without pyiceberg's
     own rebasing retries (see catalog.py), so that check and the commit are one atomic step.
-
-    `window_us`: the table's window width, when known; a commit of many ranges then names
-    their windows (see windows_filter).
     """
     name = table.name()[-1]
     ranges = _as_ranges(ranges)
@@ -697,7 +693,7 @@ def commit_candles(
             "another writer absorbed those trades first"
         )
     recorded = watermark if watermark is not None else (current if current is not None else watermark_if_none)
-    stored = _StoredFiles.read(table, windows_filter("window_start", ranges, window_us), ranges)
+    stored = _StoredFiles.read(table, ranges)
     merged, counts = merge_candles(stored.in_ranges, fresh, now)
     hull = WindowRange(ranges[0].start, max(r.end for r in ranges)) if ranges else WindowRange(EPOCH, EPOCH)
     changed = counts["inserted"] + counts["updated"] + counts["deleted"] > 0

@@ -107,33 +107,83 @@ def _tied(exchange: str, ids: list[str], ts) -> list[dict]:
 
 def test_trades_at_one_instant_are_ranked_by_id_in_the_packed_and_the_exact_order(settings, catalog, spark, tmp_path):
     """Open and close at equal timestamps go by id. Plain numbers, and one text id per window,
-    take the packed order (one number per trade); an id it cannot rank (leading zeros, too
-    large, a second text id in the window) sends the whole request to the exact order, and both
-    agree with the oracle."""
-    packed_day, exact_day, large_day, texts_day = (utc(2024, 3, day, 10, 0, 30) for day in (1, 2, 3, 4))
+    take the packed order (one number per trade), as do two text ids at different instants; an
+    id it cannot rank (leading zeros, too large, a second text id at the same instant) sends the
+    whole request to the exact order, and both agree with the oracle."""
+    packed_day, exact_day, large_day, texts_day, three_day = (utc(2024, 3, day, 10, 0, 30) for day in (1, 2, 3, 4, 6))
     rows = [
         *_tied("binance", ["1000", "999", "1001", "0", "137438953470"], packed_day),  # 2**37 - 2 still fits a 1m key
         *_tied("kraken", ["8", "3"], packed_day + timedelta(seconds=1)),
         *_tied("bybit", ["12", "a-7", "11"], packed_day),  # one text id: after every number at its instant
+        # Two text ids at different instants: ranked by time ("z-2" opens though "a-1" sorts first).
+        trade("coinbase", "BTC-USDT", "z-2", 110.0, 1.0, packed_day),
+        trade("coinbase", "BTC-USDT", "a-1", 120.0, 1.0, packed_day + timedelta(seconds=2)),
         *_tied("okx", ["7", "007", "10", "x1"], exact_day),  # "007" ranks before "7" only by its text
         *_tied("okx", ["137438953471", "5"], large_day),  # 2**37 - 1: the text ids' key, too large for a number
         *_tied("okx", ["b2", "a1", "3"], texts_day),  # two text ids at one instant: ranked as text
+        # Three text ids: two of them at one instant, which the flag does not tell apart from three instants.
+        trade("okx", "BTC-USDT", "c9", 90.0, 1.0, three_day - timedelta(seconds=10)),
+        *_tied("okx", ["b8", "a7"], three_day),
     ]
-    ingest_rows(settings, catalog, rows, tmp_path, "tied", utc(2024, 3, 5))
+    ingest_rows(settings, catalog, rows, tmp_path, "tied", utc(2024, 3, 7))
     orders = {}
-    for day in (packed_day, exact_day, large_day, texts_day):
+    for day in (packed_day, exact_day, large_day, texts_day, three_day):
         start = day.replace(hour=0, minute=0, second=0)
         [outcome] = backfill(settings, start, start + timedelta(days=1))
         orders[day.day] = outcome.aggregated.candle_order
-    assert orders == {1: "packed", 2: "exact", 3: "exact", 4: "exact"}
+    assert orders == {1: "packed", 2: "exact", 3: "exact", 4: "exact", 6: "exact"}
     assert_matches_oracle(catalog, stored_trades(catalog))
     one_minute = {(r["exchange"], r["window_start"]): r for r in stored(catalog, timeframes.get("1m"))}
     binance = one_minute[("binance", utc(2024, 3, 1, 10, 0))]
     assert (binance["open_price"], binance["close_price"]) == (103.0, 104.0)  # id 0 opens, 2**37 - 2 closes
     bybit = one_minute[("bybit", utc(2024, 3, 1, 10, 0))]
     assert (bybit["open_price"], bybit["close_price"]) == (102.0, 101.0)  # "11" opens, "a-7" closes
+    coinbase = one_minute[("coinbase", utc(2024, 3, 1, 10, 0))]
+    assert (coinbase["open_price"], coinbase["close_price"], coinbase["trade_count"]) == (110.0, 120.0, 2)
     okx = one_minute[("okx", utc(2024, 3, 2, 10, 0))]
     assert (okx["open_price"], okx["close_price"]) == (101.0, 103.0)  # "007" opens, "x1" closes
+
+
+def _random_windows(generator, day, rankable: bool) -> list[dict]:
+    """Three series' 1m windows of 1 to 5 trades at a few instants each, with ids of every kind.
+    `rankable`: only what the packed order ranks (plain numbers; text ids at most two a window,
+    at different instants)."""
+    rows = []
+    for series, symbol in enumerate(["BTC-USDT", "ETH-USDT", "SOL-USDT"]):
+        for minute in generator.sample(range(1440), 120):
+            start = day + timedelta(minutes=minute)
+            instants = [start + timedelta(seconds=generator.choice([0, 0, 7, 59]), microseconds=generator.choice([0, 1]))
+                        for _ in range(generator.randint(1, 5))]
+            text_at = generator.sample(range(len(instants)), min(len(instants), generator.randint(0, 2)))
+            if len(text_at) == 2 and instants[text_at[0]] == instants[text_at[1]]:
+                text_at = text_at[:1]
+            for index, instant in enumerate(instants):
+                if not rankable:
+                    trade_id = generator.choice(["7", "007", "10", "x1", "x10", "a", "0", "00", str(2**40), "137438953471"])
+                elif index in text_at:
+                    trade_id = generator.choice(["b-", "a-", "z"]) + str(index)
+                else:
+                    trade_id = str(generator.choice([0, 9, 10, 99, 100, 137438953460]) + index)
+                rows.append(trade(f"ex{series}", symbol, trade_id, 100.0 + generator.random(), generator.choice([0.5, 1.0, 2.0]), instant))
+    unique = {}
+    for row in rows:  # one version a key: which version wins is another test's subject
+        unique.setdefault((row["exchange"], row["symbol"], row["trade_id"]), row)
+    return list(unique.values())
+
+
+def test_random_ids_and_instants_take_the_packed_order_exactly_where_it_ranks_them(settings, catalog, spark, tmp_path):
+    """Seeded random windows: a day of ids the packed order ranks is computed in it, a day of
+    any ids in whichever order its windows need; both equal the oracle in every field."""
+    import random
+
+    generator = random.Random(11)
+    rankable_day, any_day = utc(2024, 4, 1), utc(2024, 4, 2)
+    rows = _random_windows(generator, rankable_day, True) + _random_windows(generator, any_day, False)
+    ingest_rows(settings, catalog, rows, tmp_path, "random", utc(2024, 4, 3))
+    [rankable] = backfill(settings, rankable_day, rankable_day + timedelta(days=1))
+    [anything] = backfill(settings, any_day, any_day + timedelta(days=1))
+    assert (rankable.aggregated.candle_order, anything.aggregated.candle_order) == ("packed", "exact")
+    assert_matches_oracle(catalog, stored_trades(catalog))
 
 
 def test_a_daily_request_alone_falls_back_when_ids_outgrow_its_key(settings, catalog, spark, tmp_path):

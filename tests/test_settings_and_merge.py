@@ -78,6 +78,22 @@ def test_merge_keeps_unchanged_rows_and_stamps_changed_ones():
     assert rows[("a", t2)]["created_at"] == rows[("a", t2)]["updated_at"] == second
 
 
+def test_a_range_that_held_nothing_gets_the_same_rows_as_the_general_merge():
+    """merge_candles skips pandas when nothing was stored: the rows must be those the general
+    path gives (which runs when the range held a candle the fresh batch drops)."""
+    t0, t1 = utc(2024, 5, 1, 10), utc(2024, 5, 1, 10, 1)
+    now = utc(2030, 1, 1, 12, 30, 15, 123456)
+    fresh = pa.Table.from_pylist([candle("a", t0), candle("a", t1, open_=1.25), candle("b", t0, count=7)], schema=candle_arrow_schema())
+    empty, empty_counts = merge_candles(arrow_schema(CANDLE_SCHEMA).empty_table(), fresh, now)
+    dropped = merge_candles(arrow_schema(CANDLE_SCHEMA).empty_table(),
+                            pa.Table.from_pylist([candle("c", t0)], schema=candle_arrow_schema()), utc(2029, 1, 1))[0]
+    general, general_counts = merge_candles(dropped, fresh, now)
+    assert empty.schema == general.schema == arrow_schema(CANDLE_SCHEMA)
+    assert empty.to_pylist() == general.to_pylist()
+    assert all(r["created_at"] == r["updated_at"] == now for r in empty.to_pylist())
+    assert empty_counts == {**general_counts, "deleted": 0} == {"inserted": 3, "updated": 0, "unchanged": 0, "deleted": 0}
+
+
 def test_generated_trades_are_deterministic_and_plausible():
     spec = GenerateSpec(utc(2024, 5, 1), utc(2024, 5, 2), symbols=3, exchanges=2, trades_per_day=20_000, seed=5)
     a, b = generate(spec), generate(spec)
