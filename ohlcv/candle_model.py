@@ -9,17 +9,14 @@ look at first.
 
 from __future__ import annotations
 
-import math
-import zlib
 from typing import Annotated
 
 import pandas as pd
 import pandera.pandas as pa
 from pandera.typing import Series
 
-from ohlcv.settings import parse_sample_spec
 
-__all__ = ["CandleModel", "sample_candles", "model_failures"]
+__all__ = ["CandleModel", "model_failures"]
 
 # vwap is a ratio of sums: it may sit a rounding error outside [low, high].
 _SLACK = 1e-12
@@ -60,19 +57,6 @@ class CandleModel(pa.DataFrameModel):
     class Config:
         strict = "filter"  # created_at/updated_at of stored candles are not the model's business
         ordered = False
-
-
-def sample_candles(frame: pd.DataFrame, spec: str, seed_text: str) -> pd.DataFrame:
-    """A seeded sample of the rows, plus the newest window of every (exchange, symbol)."""
-    if frame.empty:
-        return frame
-    rows, fraction = parse_sample_spec(spec)
-    size = rows if rows is not None else math.ceil(len(frame) * fraction)
-    newest = frame.groupby(["exchange", "symbol"])["window_start"].transform("max") == frame["window_start"]
-    rest = frame[~newest]
-    seed = zlib.crc32(seed_text.encode())
-    picked = rest.sample(n=min(max(size, 0), len(rest)), random_state=seed)
-    return pd.concat([frame[newest], picked]).sort_index()
 
 
 def model_failures(sample: pd.DataFrame) -> dict[str, list[int]]:

@@ -22,7 +22,7 @@ from ohlcv import schema as s
 from ohlcv.errors import TerminalError
 from ohlcv.timeframes import Timeframe
 
-__all__ = ["EXAMPLES_PER_CHECK", "CheckResult", "AuditReport", "AuditFailed", "invariant_checks", "reconcile", "sample_checks", "audit_candles"]
+__all__ = ["EXAMPLES_PER_CHECK", "CheckResult", "AuditReport", "AuditFailed", "invariant_checks", "reconcile", "sample_rows", "sample_checks", "audit_candles"]
 
 EXAMPLES_PER_CHECK = 5
 # vwap = sum(p*q)/sum(q) can land a rounding error outside [low, high] when every price is equal.
@@ -164,17 +164,43 @@ def reconcile(candles: pa.Table, source: pa.Table) -> CheckResult:
     return CheckResult("reconciliation: sum(trade_count) = distinct trades, per exchange and symbol", len(wrong), examples)
 
 
+def sample_rows(candles: pa.Table, spec: str, seed_text: str) -> np.ndarray:
+    """Positions of a seeded sample of the rows, plus the newest window of every (exchange,
+    symbol), in row order. Chosen on the Arrow columns: only the sample becomes pandas (the
+    whole batch did, 0.15 s of a chunk's 430k 1m candles, measured)."""
+    import math
+    import zlib
+
+    from ohlcv.settings import parse_sample_spec
+
+    if candles.num_rows == 0:
+        return np.array([], dtype="int64")
+    rows, fraction = parse_sample_spec(spec)
+    size = rows if rows is not None else math.ceil(candles.num_rows * fraction)
+    exchange, symbol = candles.column("exchange"), candles.column("symbol")
+    series = pc.dictionary_encode(pc.binary_join_element_wise(exchange, symbol.cast(exchange.type), pa.scalar("\x00", exchange.type))).combine_chunks()
+    known = series.indices.is_valid().to_numpy(zero_copy_only=False)  # a row without a series is no series' newest
+    codes = series.indices.fill_null(0).to_numpy(zero_copy_only=False)
+    starts = _values(candles, "window_start", pa.int64()).astype("float64")  # a null start: NaN, never the newest
+    newest_start = np.full(len(series.dictionary), -np.inf)
+    np.fmax.at(newest_start, codes[known], starts[known])
+    newest = known & (starts == newest_start[codes])
+    rest = np.flatnonzero(~newest)
+    generator = np.random.RandomState(zlib.crc32(seed_text.encode()))
+    picked = rest[generator.choice(len(rest), size=min(max(size, 0), len(rest)), replace=False)]
+    return np.sort(np.concatenate([np.flatnonzero(newest), picked]))
+
+
 def sample_checks(candles: pa.Table, sample_spec: str, seed_text: str) -> list[CheckResult]:
     """The Pandera model on a seeded sample that always holds each series' newest window."""
-    from ohlcv.candle_model import model_failures, sample_candles
+    from ohlcv.candle_model import model_failures
 
-    frame = candles.to_pandas(date_as_object=True)
-    sample = sample_candles(frame, sample_spec, seed_text)
+    positions = sample_rows(candles, sample_spec, seed_text)
+    sample = candles.take(pa.array(positions)).to_pandas(date_as_object=True).set_axis(positions, axis=0)
     failures = model_failures(sample)
     results = [CheckResult(f"pandera model on a sample of {len(sample)}", 0)] if not failures else []
     for name, indexes in failures.items():
-        mask = frame.index.isin(indexes)
-        results.append(CheckResult(f"{name} (in a sample of {len(sample)})", len(indexes), _examples(frame, mask, [])))
+        results.append(CheckResult(f"{name} (in a sample of {len(sample)})", len(indexes), _examples(sample, sample.index.isin(indexes), [])))
     return results
 
 

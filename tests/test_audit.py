@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-import pandas as pd
+import numpy as np
 import pyarrow as pa
 import pytest
 from hypothesis import given, settings as hypothesis_settings, strategies as st
@@ -15,10 +15,9 @@ from hypothesis import given, settings as hypothesis_settings, strategies as st
 from support import utc
 from ohlcv import timeframes
 from ohlcv.aggregate import candle_arrow_schema
-from ohlcv.candle_model import sample_candles
 from ohlcv.catalog import load_candles
 from ohlcv.errors import RunFailed
-from ohlcv.validate import audit_candles, invariant_checks
+from ohlcv.validate import audit_candles, invariant_checks, sample_rows
 from support import ohlcv as run_cli
 from support import AS_OF, table_rows
 from workflows.orchestration import failpoints, ids, journal, runs
@@ -48,13 +47,21 @@ def test_honest_candles_pass_every_check():
 
 
 def test_the_sample_is_seeded_and_always_holds_the_newest_windows():
-    frame = pd.concat([honest(200).to_pandas(), honest(200).to_pandas().assign(exchange="kraken")], ignore_index=True)
-    one = sample_candles(frame, "20", "1m [a, b)")
-    assert one.index.equals(sample_candles(frame, "20", "1m [a, b)").index)  # same range, same rows
-    assert len(one) == 22  # 20 sampled + the newest window of each of the two series
-    newest = frame.groupby("exchange")["window_start"].transform("max") == frame["window_start"]
-    assert set(frame[newest].index) <= set(one.index)
-    assert len(sample_candles(frame, "10%", "x")) == 40 + 2
+    kraken = honest(200)
+    kraken = kraken.set_column(1, kraken.schema.field(1), pa.array(["kraken"] * 200, kraken.schema.field(1).type))
+    table = pa.concat_tables([honest(200), kraken])
+    one = sample_rows(table, "20", "1m [a, b)")
+    assert np.array_equal(one, sample_rows(table, "20", "1m [a, b)"))  # same range, same rows
+    assert not np.array_equal(one, sample_rows(table, "20", "1m [b, c)"))
+    assert len(one) == len(set(one)) == 22  # 20 sampled + the newest window of each of the two series
+    assert {199, 399} <= set(one.tolist()) and list(one) == sorted(one)
+    assert len(sample_rows(table, "10%", "x")) == 40 + 2
+    assert len(sample_rows(table, "1000", "x")) == 400  # never more rows than there are
+    # A row whose window_start or series is missing is no series' newest window.
+    starts = table.column("window_start").to_pylist()
+    broken = table.set_column(2, pa.field("window_start", table.schema.field(2).type), pa.array([None] + starts[1:], table.schema.field(2).type))
+    newest_only = sample_rows(broken, "1", "x")
+    assert 0 not in set(newest_only.tolist()) and len(newest_only) == 3  # the two newest windows and one sampled row
 
 
 def oracle_failures(rows: list[dict], width: timedelta) -> dict[str, int]:
