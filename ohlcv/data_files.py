@@ -18,10 +18,10 @@ import numpy as np
 import pyarrow as pa
 from pyiceberg.table import Table
 
-__all__ = ["append_in_order", "in_partition_order", "partition_runs", "replace_files", "write_in_order"]
+__all__ = ["append_in_order", "partition_runs", "partition_values", "replace_files", "write_in_order"]
 
 
-def _partition_values(table: Table, rows: pa.Table) -> np.ndarray | None:
+def partition_values(table: Table, rows: pa.Table) -> np.ndarray | None:
     """Each row's partition value by Iceberg's own transform (the values pyiceberg would give the
     partitions); None when the table's spec is not one integer-valued field, or a value is null."""
     spec = table.metadata.spec()
@@ -44,21 +44,12 @@ def partition_runs(table: Table, rows: pa.Table) -> list[tuple[object, int, int]
     """(partition value, first row, row count) of each run of rows with one partition value, in
     order; None when the table's spec is not one field, or a value comes back after another
     (the rows are not in partition order)."""
-    values = _partition_values(table, rows)
+    values = partition_values(table, rows)
     if values is None or not _ascending(values):
         return None
     starts = np.concatenate([[0], np.flatnonzero(np.diff(values)) + 1])
     ends = np.append(starts[1:], values.size)
     return [(int(values[start]), int(start), int(end - start)) for start, end in zip(starts, ends)]
-
-
-def in_partition_order(table: Table, rows: pa.Table) -> pa.Table:
-    """The rows sorted by partition value, in their order within each partition (unchanged
-    when they are in that order already, or the spec is not one integer-valued field)."""
-    values = _partition_values(table, rows)
-    if values is None or _ascending(values):
-        return rows
-    return rows.take(pa.array(np.argsort(values, kind="stable")))
 
 
 def write_in_order(table: Table, rows: pa.Table) -> list | None:

@@ -1,19 +1,27 @@
 """`ohlcv.data_files.append_in_order` against pyiceberg's own append of the same rows: the same
 rows read back, the same partitions, one snapshot with the given properties; rows out of
-partition order go through pyiceberg's append and land just the same. Rows sorted by
-`in_partition_order` (as candle commits sort theirs) are written as pyiceberg writes them."""
+partition order go through pyiceberg's append and land just the same. Rows in partition order
+are written as pyiceberg writes them. A candle commit that replaces random ranges of a table
+leaves exactly the rows a plain-Python oracle expects, one file per partition it touched."""
 
 from __future__ import annotations
 
 import uuid
 from datetime import datetime, timedelta, timezone
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 from hypothesis import HealthCheck, given, settings as hypothesis_settings, strategies as st
 
 from ohlcv import schema as s
-from ohlcv.catalog import load_table, open_catalog
-from ohlcv.data_files import append_in_order, in_partition_order, partition_runs, replace_files, write_in_order
+from ohlcv import timeframes
+from ohlcv.aggregate import candle_arrow_schema
+from ohlcv.catalog import CANDLE_TABLE_PROPERTIES, load_table, open_catalog
+from ohlcv.store import commit_candles, merge_candles
+from ohlcv.windows import WindowRange
+from support import utc
+from ohlcv.data_files import append_in_order, partition_runs, partition_values, replace_files, write_in_order
 
 START = datetime(2024, 3, 30, 22, tzinfo=timezone.utc)  # runs across three UTC days
 
@@ -80,13 +88,9 @@ def test_partition_runs_are_the_days_in_order_and_none_for_rows_out_of_order(set
 def test_rows_sorted_by_partition_are_written_as_pyiceberg_writes_them(settings, offsets):
     catalog = open_catalog(settings)
     rows = trades(offsets)
-    ordered = in_partition_order(load_table(catalog, settings.namespace, s.TRADES_TABLE), rows)
-    assert partition_runs(load_table(catalog, settings.namespace, s.TRADES_TABLE), ordered) is not None
-    # Within a day the rows keep their order (the sort is stable).
-    day_of = [(START + timedelta(seconds=o)).date() for o in offsets]
-    for day in set(day_of):
-        assert [r for r, d in zip(ordered.column("trade_id").to_pylist(), sorted(day_of)) if d == day] == \
-            [str(i) for i, d in enumerate(day_of) if d == day]
+    trades_table = load_table(catalog, settings.namespace, s.TRADES_TABLE)
+    ordered = rows.take(pa.array(np.argsort(partition_values(trades_table, rows), kind="stable")))
+    assert partition_runs(trades_table, ordered) is not None
     names = [f"{settings.namespace}.{who}_{uuid.uuid4().hex[:8]}" for who in ("ours", "theirs")]
     ours, theirs = (catalog.create_table(name, s.TRADES_SCHEMA, partition_spec=s.trades_spec()) for name in names)
     try:
@@ -98,3 +102,54 @@ def test_rows_sorted_by_partition_are_written_as_pyiceberg_writes_them(settings,
     finally:
         for name in names:
             catalog.drop_table(name)
+
+
+def candle_rows(keys: list[tuple[str, datetime]], price: float) -> pa.Table:
+    return pa.Table.from_pylist([
+        {"symbol": "BTC-USDT", "exchange": exchange, "window_start": start, "window_end": start + timedelta(minutes=1),
+         "window_date": start.date(), "open_price": price, "high_price": price, "low_price": price, "close_price": price,
+         "volume": 1.0, "trade_count": 1, "vwap": price}
+        for exchange, start in keys
+    ], schema=candle_arrow_schema())
+
+
+minutes = st.integers(0, 50 * 60 - 1)  # of the three days from START, in minutes
+
+
+@hypothesis_settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(stored=st.sets(st.tuples(st.sampled_from(["okx", "kraken"]), minutes), max_size=80),
+       extra=st.sets(st.tuples(st.just("bybit"), minutes), max_size=10),
+       spans=st.lists(st.tuples(minutes, st.integers(1, 400)), min_size=1, max_size=6),
+       fresh=st.sets(st.tuples(st.sampled_from(["okx", "kraken", "bybit"]), minutes), max_size=80))
+def test_a_candle_commit_replaces_exactly_its_ranges(settings, stored, extra, spans, fresh):
+    """Stored candles (a partition may hold a second file, appended by another writer), then a
+    commit of fresh candles over random ranges: outside the ranges every stored row stays, inside
+    only the fresh ones are left, and each partition the commit rewrote is one file."""
+    catalog = open_catalog(settings)
+    table = catalog.create_table(f"{settings.namespace}.candles_{uuid.uuid4().hex[:8]}", s.CANDLE_SCHEMA,
+                                 partition_spec=s.candle_spec(timeframes.get("1m")), properties=CANDLE_TABLE_PROPERTIES)
+    at = lambda minute: START + timedelta(minutes=minute)  # noqa: E731
+    try:
+        whole = WindowRange(START, at(50 * 60))
+        commit_candles(table, candle_rows([(e, at(m)) for e, m in sorted(stored)], 1.0), whole, utc(2030, 1, 1))
+        if extra:  # another writer's file beside ours
+            table.append(merge_candles(candle_rows([], 0.0), candle_rows([(e, at(m)) for e, m in sorted(extra)], 3.0), utc(2030, 1, 1))[0])
+        ranges = [WindowRange(at(m), min(at(m + length), whole.end)) for m, length in spans]
+        inside = lambda m: any(r.start <= at(m) < r.end for r in ranges)  # noqa: E731
+        new = [(e, at(m)) for e, m in sorted(fresh) if inside(m)]
+        commit_candles(table, candle_rows(new, 2.0), ranges, utc(2030, 1, 2))
+        expected = {(e, at(m)): 1.0 for e, m in stored if not inside(m)}
+        expected |= {(e, at(m)): 3.0 for e, m in extra if not inside(m)}
+        expected |= {key: 2.0 for key in new}
+        table.refresh()
+        got = {(r["exchange"], r["window_start"]): r["open_price"] for r in table.scan().to_arrow().to_pylist()}
+        assert got == expected
+        # The rows in the ranges lie in one file a partition (the one the commit wrote).
+        meeting = {}
+        for task in table.scan().plan_files():
+            starts = pq.read_table(task.file.file_path.removeprefix("file://"), columns=["window_start"]).column(0).to_pylist()
+            if any(r.start <= start < r.end for start in starts for r in ranges):
+                meeting[task.file.partition[0]] = meeting.get(task.file.partition[0], 0) + 1
+        assert all(count == 1 for count in meeting.values()), meeting
+    finally:
+        catalog.drop_table(table.name())
