@@ -647,11 +647,12 @@ class _StoredFiles:
 
         merged = merged.cast(self.rows.schema)
         rows = self._kept_then(table, merged)
-        written = write_in_order(table, rows) if rows is not None and rows.num_rows else None
-        if rows is None or written is None:  # not one integer-valued partition field, or deletes
+        if rows is None:  # the partitions cannot be told from the files (see _kept_then)
             rows = pa.concat_tables([self.rows.filter(pa.array(~self.inside)), merged])
+        written = write_in_order(table, rows) if rows.num_rows else []
+        if written is None:  # not one integer-valued partition field, or rows out of partition order
             written = list(_dataframe_to_data_files(table.metadata, rows, table.io, uuid.uuid4(), itertools.count(0)))
-        replace_files(table, [task.file for task in self.tasks], written if rows.num_rows else [], properties)
+        replace_files(table, [task.file for task in self.tasks], written, properties)
 
     def _kept_then(self, table: Table, merged: pa.Table) -> pa.Table | None:
         """Each partition's kept rows, then its rows of `merged`, partitions in order, as slices
@@ -659,15 +660,18 @@ class _StoredFiles:
         sorting by partition, copied them twice (0.46 s of a late tick's 1.7 s commit over 30
         days of 1m candles, measured). None where the partitions cannot be told this way (see
         partition_values) or a file's rows are not its record count (delete files)."""
-        stored = partition_values(table, self.rows) if self.rows.num_rows else np.zeros(0, dtype="int64")
+        counts = [task.file.record_count for task in self.tasks if task.file.record_count]
+        if sum(counts) != self.rows.num_rows or any(task.delete_files for task in self.tasks):
+            return None
+        firsts = np.cumsum([0, *counts[:-1]])
+        # A data file is one partition: its first row's value is every row's.
+        stored = partition_values(table, self.rows.take(pa.array(firsts))) if counts else np.zeros(0, dtype="int64")
         fresh = partition_values(table, merged) if merged.num_rows else np.zeros(0, dtype="int64")
-        counts = [task.file.record_count for task in self.tasks]
-        if stored is None or fresh is None or sum(counts) != self.rows.num_rows or any(t.delete_files for t in self.tasks):
+        if stored is None or fresh is None:
             return None
         pieces: dict[int, list[pa.Table]] = {}
-        for first, count in zip(np.cumsum([0, *counts[:-1]]), counts):
-            if count:  # a data file is one partition: its first row's value is every row's
-                pieces.setdefault(int(stored[first]), []).extend(_kept_slices(self.rows, self.inside, int(first), int(count)))
+        for value, first, count in zip(stored, firsts, counts):
+            pieces.setdefault(int(value), []).extend(_kept_slices(self.rows, self.inside, int(first), int(count)))
         order = np.argsort(fresh, kind="stable")
         merged, fresh = merged.take(pa.array(order)), fresh[order]
         for value in np.unique(fresh):

@@ -106,13 +106,17 @@ def _values(candles: pa.Table, name: str, as_type: pa.DataType | None = None) ->
     return (column.cast(as_type) if as_type is not None else column).to_numpy(zero_copy_only=False)
 
 
+def _text_codes(candles: pa.Table, name: str) -> np.ndarray:
+    """A text column as dictionary codes, a null as -1."""
+    return pc.fill_null(pc.dictionary_encode(candles.column(name).combine_chunks()).indices, -1).to_numpy()
+
+
 def _duplicated_keys(candles: pa.Table) -> np.ndarray:
     """Rows whose (exchange, symbol, window_start) another row shares (all of them, as pandas'
     `duplicated(keep=False)`)."""
     if candles.num_rows < 2:
         return np.zeros(candles.num_rows, dtype=bool)
-    codes = [pc.fill_null(pc.dictionary_encode(candles.column(name).combine_chunks()).indices, -1).to_numpy()
-             for name in ("exchange", "symbol")]
+    codes = [_text_codes(candles, name) for name in ("exchange", "symbol")]
     starts = pc.fill_null(candles.column("window_start").cast(pa.int64()), np.iinfo(np.int64).min).to_numpy()
     order = np.lexsort((starts, codes[1], codes[0]))
     keys = [key[order] for key in (codes[0], codes[1], starts)]
@@ -177,14 +181,13 @@ def sample_rows(candles: pa.Table, spec: str, seed_text: str) -> np.ndarray:
         return np.array([], dtype="int64")
     rows, fraction = parse_sample_spec(spec)
     size = rows if rows is not None else math.ceil(candles.num_rows * fraction)
-    exchange, symbol = candles.column("exchange"), candles.column("symbol")
-    series = pc.dictionary_encode(pc.binary_join_element_wise(exchange, symbol.cast(exchange.type), pa.scalar("\x00", exchange.type))).combine_chunks()
-    known = series.indices.is_valid().to_numpy(zero_copy_only=False)  # a row without a series is no series' newest
-    codes = series.indices.fill_null(0).to_numpy(zero_copy_only=False)
+    exchange, symbol = _text_codes(candles, "exchange"), _text_codes(candles, "symbol")
+    known = (exchange >= 0) & (symbol >= 0)  # a row without a series is no series' newest
+    series = np.where(known, exchange * (int(symbol.max()) + 1) + symbol, 0)
     starts = _values(candles, "window_start", pa.int64()).astype("float64")  # a null start: NaN, never the newest
-    newest_start = np.full(len(series.dictionary), -np.inf)
-    np.fmax.at(newest_start, codes[known], starts[known])
-    newest = known & (starts == newest_start[codes])
+    newest_start = np.full(int(series.max()) + 1, -np.inf)
+    np.fmax.at(newest_start, series[known], starts[known])
+    newest = known & (starts == newest_start[series])
     rest = np.flatnonzero(~newest)
     generator = np.random.RandomState(zlib.crc32(seed_text.encode()))
     picked = rest[generator.choice(len(rest), size=min(max(size, 0), len(rest)), replace=False)]
