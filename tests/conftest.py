@@ -34,7 +34,12 @@ for _name, _value in WARM_WORKERS_ENVIRONMENT.items():
     os.environ.setdefault(_name, _value)
 # Where `ohlcv up` records its local Ray: the tests' own, so that no test (nor any `ohlcv`
 # process a test starts) joins a developer's warm Ray.
-os.environ["XDG_STATE_HOME"] = tempfile.mkdtemp(prefix="ohlcv-test-state-")
+os.environ["XDG_STATE_HOME"] = _STATE_HOME = tempfile.mkdtemp(prefix="ohlcv-test-state-")
+# Every Ray the tests start in its default place (the session's, and the `ohlcv` commands'
+# own) keeps its logs in a folder of this run that goes when the run ends: in /tmp/ray they
+# stayed, about 36 MB a cluster and dozens of clusters a run, until a CI machine's disk was
+# full. Short, for Ray's socket paths (at most 107 characters).
+os.environ["RAY_TMPDIR"] = _RAY_TMPDIR = tempfile.mkdtemp(prefix="ohlcv-t-", dir="/tmp")
 # A PostgreSQL server for the catalog tests, given by CI; read now, before the isolation below.
 POSTGRES_URI = os.environ.get("OHLCV_TEST_POSTGRES_URI")
 
@@ -203,6 +208,13 @@ def day_of_trades(fast, catalog, tmp_path):
     rows = generate(GenerateSpec(utc(2024, 4, 1), utc(2024, 4, 3), symbols=2, exchanges=2, trades_per_day=6_000, seed=21)).to_pylist()
     ingest_rows(fast, catalog, rows, tmp_path, "trades", utc(2024, 4, 3, 1))
     return stored_trades(catalog)
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:
+    """The run's own Ray folders and recorded state go with it (session fixtures stopped
+    their clusters before this)."""
+    for folder in (_RAY_TMPDIR, _STATE_HOME):
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def pytest_collection_modifyitems(config, items) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -155,6 +156,8 @@ class HeadNode:
             pass
         self.process = None
         self.log.close()
+        # Ray's session logs for this head (about 40 MB): the head's own log stays in log_dir.
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
 
     def _stragglers(self) -> list[int]:
         return processes_naming(self.temp_dir) if self.temp_dir else []

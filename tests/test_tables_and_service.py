@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import time
+from pathlib import Path
+
 import pytest
 from pyiceberg.schema import Schema
 from pyiceberg.types import NestedField, StringType
@@ -11,6 +15,9 @@ from ohlcv.catalog import ensure_tables, load_table, open_catalog
 from ohlcv.errors import ConfigError, SchemaMismatch
 from ohlcv.settings import Settings
 from workflows.spark.java import require_java
+from workflows.spark.native_copies import (
+    LIBRARY_NAME, LIBRARY_ROOT, ORPHAN_AGE, Pruned, mapped_copies, prune_native_copies,
+)
 from workflows.spark.sizing import plan_sizing
 
 GIB = 1024**3
@@ -73,3 +80,60 @@ def test_executors_are_sized_from_the_cluster():
     assert small_memory.executor_memory == "1024m"
     fixed = plan_sizing(Settings(spark_executors=3, spark_executor_cores=1, spark_executor_memory="3g"), 2, 16 * GIB)
     assert (fixed.executors, fixed.executor_cores, fixed.executor_memory) == (3, 1, "3g")
+
+
+def _java_library_copy(folder, name: str, age: float, now: float):
+    copy = folder / name
+    copy.mkdir(parents=True)
+    (copy / LIBRARY_NAME).write_bytes(b"\0" * 1000)
+    (copy / "file_lock").touch()
+    os.utime(copy, (now - age, now - age))
+    return copy
+
+
+def test_library_copies_go_once_loaded_or_orphaned_and_nothing_else_is_touched(tmp_path):
+    now = time.time()
+    root = tmp_path / "ray"
+    loaded = _java_library_copy(root, "1795831464506", 5, now)
+    orphaned = _java_library_copy(root, "1795831464507", ORPHAN_AGE + 60, now)
+    loading = _java_library_copy(root, "1795831464508", 5, now)  # copied, not yet mapped
+    session = _java_library_copy(root, "session_2026-11-28_08-29-26_796576_18918", ORPHAN_AGE * 5, now)
+    (root / "1795831464509").mkdir()  # a digits folder without the library
+    proc = tmp_path / "proc"
+    for pid, comm, path in [
+        ("100", "java", f"{loaded}/{LIBRARY_NAME}"),
+        ("101", "java", f"{orphaned}/{LIBRARY_NAME} (deleted)"),  # no longer a name on disk
+        ("102", "python3", f"{loading}/{LIBRARY_NAME}"),  # only JVMs load it
+    ]:
+        (proc / pid).mkdir(parents=True)
+        (proc / pid / "comm").write_text(comm + "\n")
+        (proc / pid / "maps").write_text(
+            "7f0000000000-7f0000001000 r--p 00000000 00:00 0 \n"
+            f"7f0000001000-7f0000002000 r-xp 00001000 fd:00 123 {path}\n"
+        )
+    (proc / "self").mkdir()
+
+    mapped = mapped_copies(proc, root)
+    assert mapped == {loaded}
+    pruned = prune_native_copies(root, now, mapped)
+
+    assert pruned == Pruned(folders=2, bytes=2000)
+    assert not loaded.exists() and not orphaned.exists()
+    assert loading.exists() and session.exists() and (root / "1795831464509").exists()
+    assert prune_native_copies(tmp_path / "absent", now, set()) == Pruned(0, 0)
+
+
+@pytest.mark.slow
+def test_the_service_deletes_the_library_copy_its_spark_driver_loaded(ray_cluster, spark):
+    import psutil
+
+    info = ray_cluster.get(spark.info.remote())
+    assert info["native_copies_removed"] >= 1
+    jvms = [child for child in psutil.Process(info["pid"]).children(recursive=True) if child.name() == "java"]
+    assert jvms, "the Spark driver JVM is a child of the service"
+    loaded = [
+        line.split(maxsplit=5)[5]
+        for jvm in jvms for line in Path(f"/proc/{jvm.pid}/maps").read_text().splitlines()
+        if LIBRARY_NAME in line
+    ]
+    assert loaded and all(path.startswith(f"{LIBRARY_ROOT}/") and path.endswith(" (deleted)") for path in loaded)

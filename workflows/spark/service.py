@@ -27,6 +27,7 @@ from workflows import _ray_compat
 from workflows.orchestration import failure_kinds
 from workflows.runtime import NAMESPACE, ensure_ray, head_affinity, import_ray
 from workflows.spark.java import require_java
+from workflows.spark.native_copies import prune_native_copies
 from workflows.spark.sizing import SparkSizing, plan_sizing, spark_configs
 
 __all__ = ["SERVICE_NAME", "SparkService", "start_service", "spark_service", "stop_service", "live_executors"]
@@ -48,6 +49,7 @@ class SparkService:
         self.spark = None
         self.small_reads = None  # a session of the same context for reads of few trades (ohlcv/store.py)
         self.startup_seconds = 0.0
+        self.native_copies_removed = 0  # folders of Ray's Java library this start deleted
         self.requests = 0
         self._catalogs: dict[tuple[str, str], object] = {}
         self._largest_ids: tuple[object, dict] = (None, {})  # (trade id index snapshot, largest id per day)
@@ -77,6 +79,7 @@ class SparkService:
                 self.small_reads.conf.set("spark.sql.files.minPartitionNum", "1")
                 self.startup_seconds = time.monotonic() - started
                 self.spark = spark
+                self.native_copies_removed = _prune_native_copies()
         return self.info()
 
     def info(self) -> dict:
@@ -88,6 +91,7 @@ class SparkService:
             "executor_cores": self.sizing.executor_cores,
             "executor_memory": self.sizing.executor_memory,
             "placement": self.sizing.placement,
+            "native_copies_removed": self.native_copies_removed,
             "pid": os.getpid(),
         }
 
@@ -252,6 +256,17 @@ class SparkService:
         import raydp
 
         raydp.stop_spark()
+
+
+def _prune_native_copies() -> int:
+    """Delete the copies of Ray's Java library this start (and earlier ones) left in /tmp/ray:
+    both JVMs have loaded theirs by now (workflows/spark/native_copies.py). A failure here is
+    logged, never a failed start."""
+    try:
+        return prune_native_copies().folders
+    except OSError:
+        log.warning("could not prune Ray's Java library copies in /tmp/ray", exc_info=True)
+        return 0
 
 
 def start_service(settings: Settings) -> None:
