@@ -16,7 +16,6 @@ that no process maps yet is one being loaded now, and stays.
 from __future__ import annotations
 
 import logging
-import os
 import re
 import shutil
 import time
