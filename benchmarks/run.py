@@ -88,16 +88,18 @@ def median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
-def prepare(label: str, trades_per_day: int, plan: Plan, warehouse_name: str = "warehouse"):
+def prepare(label: str, trades_per_day: int, plan: Plan, warehouse_name: str = "warehouse", ingest_repeats: int = 1):
     """The day's trades (kept between runs), and a fresh warehouse holding them."""
-    return generated_warehouse(label, plan, trades_per_day, DAY, DAY + timedelta(days=1), warehouse_name, seed=1)
+    return generated_warehouse(label, plan, trades_per_day, DAY, DAY + timedelta(days=1), warehouse_name, seed=1,
+                               ingest_repeats=ingest_repeats)
 
 
 def generated_warehouse(label: str, plan: Plan, trades_per_day: int, start: datetime, end: datetime,
-                        warehouse_name: str = "warehouse", seed: int = 2, **options) -> tuple:
+                        warehouse_name: str = "warehouse", seed: int = 2, ingest_repeats: int = 1, **options) -> tuple:
     """Generated trades of [start, end) (the file is kept between runs while its spec holds), and
-    a fresh warehouse holding them: (settings, the file, the ingest's seconds). `options` are
-    more `ohlcv generate` options (largest_share=0.4 is --largest-share 0.4)."""
+    a fresh warehouse holding them: (settings, the file, the seconds of each of `ingest_repeats`
+    ingests, each into an empty warehouse). `options` are more `ohlcv generate` options
+    (largest_share=0.4 is --largest-share 0.4)."""
     from ohlcv.settings import Settings
 
     folder = plan.data / label
@@ -118,7 +120,7 @@ def generated_warehouse(label: str, plan: Plan, trades_per_day: int, start: date
     settings = Settings(warehouse=str(folder / warehouse_name), workflow_storage=str(folder / "workflow-storage"))
     ohlcv(["init"], environment(settings))
     log(f"{label}: ingesting")
-    return settings, trades, ingest(settings, [trades])
+    return settings, trades, ingest(settings, [trades], ingest_repeats, plan.data)
 
 
 def rows_in(path: Path) -> int:
@@ -136,9 +138,12 @@ def measured_in_child(module: str, args: list[str], env: dict[str, str] | None =
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def ingest(settings, files: list[Path]) -> float:
-    """`ohlcv ingest` of the files, timed without the CLI's start-up (benchmarks/ingest_timed.py): its wall time."""
-    return measured_in_child("benchmarks.ingest_timed", [str(f) for f in files], environment(settings))["seconds"]
+def ingest(settings, files: list[Path], repeats: int = 1, scratch: Path | None = None) -> list[float]:
+    """`ohlcv ingest` of the files into the settings' warehouse, timed without the CLI's start-up
+    (benchmarks/ingest_timed.py): the wall time of each of `repeats` ingests into an empty
+    warehouse, the last into this one."""
+    options = ["--repeats", str(repeats), *(["--scratch", str(scratch)] if scratch else [])]
+    return measured_in_child("benchmarks.ingest_timed", [*options, *map(str, files)], environment(settings))["seconds"]
 
 
 def day_files(settings, start: datetime = DAY, end: datetime = DAY + timedelta(days=1)) -> list[str]:
@@ -171,7 +176,9 @@ def measure_size(label: str, plan: Plan, sampler) -> dict:
     from workflows.spark.service import spark_service
 
     trades_per_day = SIZES[label]
-    settings, trades, ingest_seconds = prepare(label, trades_per_day, plan)
+    # The ingest is timed as often as DuckDB's load below, and the same way: each repeat into an
+    # empty warehouse, in one process (benchmarks/ingest_timed.py).
+    settings, trades, ingest_seconds = prepare(label, trades_per_day, plan, ingest_repeats=plan.repeats)
     files = day_files(settings)
     cores = os.cpu_count() or 1
     result: dict = {"trades": trades_per_day, "ingest_seconds": ingest_seconds, "files": len(files)}
@@ -484,8 +491,9 @@ def summarize(sizes: dict, history: dict | None, backfill: dict | None = None, p
             "aggregation / plain spark": agg / median(r["plain_spark_seconds"]),
             "aggregation / duckdb": agg / median(r["duckdb_seconds"]),
             "end to end / aggregation": median(r["end_to_end_seconds"]) / agg,
-            "ingest / duckdb load": r["ingest_seconds"] / median(r["duckdb_load_seconds"]),
-            "day pipeline / duckdb pipeline": (r["ingest_seconds"] + median(r["end_to_end_seconds"])) / median(r["duckdb_pipeline_seconds"]),
+            "ingest / duckdb load": median(r["ingest_seconds"]) / median(r["duckdb_load_seconds"]),
+            "day pipeline / duckdb pipeline": (median(r["ingest_seconds"]) + median(r["end_to_end_seconds"]))
+            / median(r["duckdb_pipeline_seconds"]),
             "warm 1m tick seconds": median(r["warm_tick_seconds"]),
         }
     if history:
@@ -511,6 +519,8 @@ def report(results: dict) -> None:
             ("project aggregation (RayDP, warm)", r["project_aggregation_seconds"]),
             (f"plain PySpark local[{results['machine']['cpus']}]", r["plain_spark_seconds"]),
             ("DuckDB", r["duckdb_seconds"]),
+            ("project ingest", r["ingest_seconds"]),
+            ("DuckDB load (reference of ingest)", r["duckdb_load_seconds"]),
             ("project end to end (backfill)", r["end_to_end_seconds"]),
             ("warm 1m tick", r["warm_tick_seconds"]),
             ("cold first 1m tick", [r["cold_tick_seconds"]]),
