@@ -37,8 +37,8 @@ for _name, _value in WARM_WORKERS_ENVIRONMENT.items():
 os.environ["XDG_STATE_HOME"] = _STATE_HOME = tempfile.mkdtemp(prefix="ohlcv-test-state-")
 # Every Ray the tests start in its default place (the session's, and the `ohlcv` commands'
 # own) keeps its logs in a folder of this run that goes when the run ends: in /tmp/ray they
-# stayed, about 36 MB a cluster and dozens of clusters a run, until a CI machine's disk was
-# full. Short, for Ray's socket paths (at most 107 characters).
+# stayed, 36 MB a cluster, until with the benchmarks' they filled a CI machine's disk. Short,
+# for Ray's socket paths (at most 107 characters).
 os.environ["RAY_TMPDIR"] = _RAY_TMPDIR = tempfile.mkdtemp(prefix="ohlcv-t-", dir="/tmp")
 # A PostgreSQL server for the catalog tests, given by CI; read now, before the isolation below.
 POSTGRES_URI = os.environ.get("OHLCV_TEST_POSTGRES_URI")
