@@ -327,7 +327,7 @@ def _collect(frame: DataFrame) -> pa.Table:
         if pc.max(table.column(UNORDERED)).as_py():
             raise _NeedsExactOrder()
         table = table.drop_columns([UNORDERED])
-    return table.cast(pa.schema([f.with_nullable(True) for f in target])).cast(target)
+    return s.cast_to(table, target)
 
 
 def _series_codes(table: pa.Table) -> np.ndarray:

@@ -40,6 +40,7 @@ __all__ = [
     "candle_spec",
     "arrow_schema",
     "arrow_build_schema",
+    "cast_to",
 ]
 
 TRADES_TABLE = "gold_crypto_trades"
@@ -135,3 +136,9 @@ def arrow_build_schema(schema: Schema) -> pa.Schema:
     written: pyiceberg writes either to the same Parquet strings, and casting a 2.4M-row file's
     text columns to large_string was 0.16 s of its ingest (a fresh process's first allocations)."""
     return pa.schema([f.with_type(pa.string()) if pa.types.is_large_string(f.type) else f for f in arrow_schema(schema)])
+
+
+def cast_to(table: pa.Table, target: pa.Schema) -> pa.Table:
+    """`table` in `target`'s types and nullability. Arrow casts types only between schemas of the
+    same nullability, so the types go first, through `target` with every field nullable."""
+    return table.cast(pa.schema([f.with_nullable(True) for f in target])).cast(target)

@@ -556,7 +556,7 @@ def merge_candles(existing: pa.Table, fresh: pa.Table, now: datetime) -> tuple[p
         "deleted": len(old) - int(matched.sum()),
     }
     table = pa.Table.from_pandas(result[target.names], preserve_index=False)
-    return table.cast(pa.schema([f.with_nullable(True) for f in target])).cast(target), counts
+    return s.cast_to(table, target), counts
 
 
 def _all_new(fresh: pa.Table, now: datetime, target: pa.Schema) -> pa.Table:
@@ -566,7 +566,7 @@ def _all_new(fresh: pa.Table, now: datetime, target: pa.Schema) -> pa.Table:
     stamps = pa.array(np.full(fresh.num_rows, micros(now), dtype="int64")).cast(target.field("created_at").type)
     stamped = fresh.select([name for name in target.names if name not in ("created_at", "updated_at")])
     stamped = stamped.append_column("created_at", stamps).append_column("updated_at", stamps)
-    return stamped.select(target.names).cast(pa.schema([f.with_nullable(True) for f in target])).cast(target)
+    return s.cast_to(stamped.select(target.names), target)
 
 
 @contextmanager
