@@ -14,7 +14,8 @@ EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 def _us(ts: datetime) -> int:
-    return (ts - EPOCH) // timedelta(microseconds=1)
+    since = ts - EPOCH  # whole fields, not timedelta division: this runs once per trade
+    return (since.days * 86_400 + since.seconds) * 1_000_000 + since.microseconds
 
 
 def _id_order(trade_id: str) -> tuple:
@@ -38,17 +39,16 @@ def unique_trades(trades: list[dict]) -> list[dict]:
 def expected_candles(trades: list[dict], width: timedelta, start: datetime | None = None, end: datetime | None = None) -> dict[tuple, dict]:
     """{(exchange, symbol, window_start): candle fields} for trades in [start, end)."""
     width_us = width // timedelta(microseconds=1)
+    lowest = -math.inf if start is None else _us(start)
+    highest = math.inf if end is None else _us(end)
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for t in unique_trades(trades):
         ts = _us(t["timestamp"])
-        if start is not None and ts < _us(start):
-            continue
-        if end is not None and ts >= _us(end):
-            continue
-        window = EPOCH + timedelta(microseconds=ts - ts % width_us)
-        groups[(t["exchange"], t["symbol"], window)].append(t)
+        if lowest <= ts < highest:
+            groups[(t["exchange"], t["symbol"], ts - ts % width_us)].append(t)
     result = {}
-    for (exchange, symbol, window), members in groups.items():
+    for (exchange, symbol, window_us), members in groups.items():
+        window = EPOCH + timedelta(microseconds=window_us)
         ordered = sorted(members, key=lambda t: (t["timestamp"], _id_order(t["trade_id"])))
         volume = math.fsum(t["quantity"] for t in members)
         notional = math.fsum(t["price"] * t["quantity"] for t in members)
