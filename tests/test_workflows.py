@@ -201,3 +201,52 @@ def test_a_node_whose_java_is_too_old_fails_at_once_not_after_retries(fast, work
     assert kind == ConfigError.__name__ and "found Java 8" in message
     with pytest.raises(ValueError):
         ray.get_actor(SERVICE_NAME, namespace="ohlcv")
+
+
+# Run in a process of its own: this test process is joined to the session's Ray already.
+_WARM_WORKERS_SCRIPT = """
+import json, os, sys, time
+import ray
+from ohlcv.settings import Settings
+from workflows.runtime import ensure_ray
+
+ensure_ray(Settings(warehouse=sys.argv[1], workflow_storage=sys.argv[2]))
+
+@ray.remote(num_cpus=0)
+class Holder:  # long-lived actors, as the workflow manager and the Spark service are
+    def pid(self):
+        return os.getpid()
+
+@ray.remote(num_cpus=0)
+def attempt():  # a step's try, as retry.run_step starts it
+    return os.getpid()
+
+@ray.remote
+def step():
+    return [os.getpid(), ray.get(attempt.remote())]
+
+holders = [Holder.remote() for _ in range(3)]
+ray.get([h.pid.remote() for h in holders])
+rounds = []
+for _ in range(3):
+    rounds.append(ray.get([step.remote(), step.remote()]))
+    time.sleep(2)  # idle for longer than Ray waits before it kills a worker over its soft limit
+print(json.dumps(rounds))
+"""
+
+
+def test_a_local_ray_of_its_own_keeps_the_steps_workers_between_runs(tmp_path):
+    """The embedded default (no RAY_ADDRESS, no `ohlcv up`) keeps idle workers: with Ray's own
+    soft limit each round of steps started 2 fresh workers here, each importing the project."""
+    import json
+    import subprocess
+    import sys
+
+    environment = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_ADDRESS", "RAY_num_workers_soft_limit", "OHLCV_"))}
+    result = subprocess.run([sys.executable, "-c", _WARM_WORKERS_SCRIPT, str(tmp_path / "warehouse"), str(tmp_path / "runs")],
+                            env=environment, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rounds = json.loads(result.stdout.strip().splitlines()[-1])
+    workers = {pid for steps in rounds for pair in steps for pid in pair}
+    # Two steps at a time, each waiting on its try: four workers do it all (eight without).
+    assert len(rounds) == 3 and len(workers) <= 4, rounds

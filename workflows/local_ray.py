@@ -36,7 +36,7 @@ from pathlib import Path
 from ohlcv.errors import ServiceUnavailable
 
 __all__ = [
-    "KEEPER_FILE", "PORT_FLAGS", "SLOW_MACHINE_ENVIRONMENT", "WARM_WORKERS_ENVIRONMENT", "LocalRay", "free_ports", "head_command", "log_tail",
+    "KEEPER_FILE", "PORT_FLAGS", "SLOW_MACHINE_ENVIRONMENT", "WARM_WORKERS", "WARM_WORKERS_ENVIRONMENT", "LocalRay", "free_ports", "head_command", "log_tail",
     "processes_naming", "state_file", "find", "start",
     "keeper_alive", "start_keeper", "wait_keeper", "stop", "forget",
 ]
@@ -58,7 +58,9 @@ SLOW_MACHINE_ENVIRONMENT = {"RAY_DASHBOARD_SUBPROCESS_MODULE_WAIT_READY_TIMEOUT"
 # Ray keeps idle workers only up to a soft limit, the CPU count by default, and counts the
 # long-lived actors (workflow manager, Spark service and master) against it: on 2 cores every
 # step's worker was killed a second after it went idle, and the next command started it afresh.
-WARM_WORKERS_ENVIRONMENT = {"RAY_num_workers_soft_limit": "12"}
+# A process's own local Ray (runtime.ensure_ray) keeps as many, through Ray's system config.
+WARM_WORKERS = 12
+WARM_WORKERS_ENVIRONMENT = {"RAY_num_workers_soft_limit": str(WARM_WORKERS)}
 
 
 @dataclass(frozen=True)

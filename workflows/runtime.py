@@ -53,10 +53,14 @@ def ensure_ray(settings: Settings) -> None:
                 warnings.filterwarnings("ignore", message="Cluster-wide storage configuration is deprecated")
                 # address="local": a new Ray of this process's own. Without it, ray.init joins the
                 # newest cluster `ray start` left on this machine (/tmp/ray/ray_current_cluster),
-                # another user's or a test's, and fails there.
+                # another user's or a test's, and fails there. It keeps idle workers as the head of
+                # `ohlcv up` does: with Ray's default, each step's try (a task of its own, see
+                # retry.run_step) started a fresh worker that imported pandas and Pandera again.
+                from workflows.local_ray import WARM_WORKERS
+
                 ray.init(
                     address="local", num_cpus=os.cpu_count(), include_dashboard=False,
-                    storage=settings.ray_storage_uri, **common,
+                    storage=settings.ray_storage_uri, _system_config={"num_workers_soft_limit": WARM_WORKERS}, **common,
                 )
         except ConnectionError as exc:
             raise ServiceUnavailable(f"cannot reach the Ray cluster at {settings.ray_address}: {exc}") from None
