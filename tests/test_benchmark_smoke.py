@@ -49,6 +49,8 @@ def test_the_quick_benchmark_reports_every_figure(tmp_path):
     assert len(quick["warm_tick_seconds"]) == 3
     # The ingest is timed as DuckDB's load is: as many times, each into an empty warehouse.
     assert len(quick["ingest_seconds"]) == len(quick["duckdb_load_seconds"]) == report["plan"]["repeats"]
+    # The references with the tightest targets are timed before and after the project.
+    assert len(quick["plain_spark_seconds"]) == len(report["history_backfill"]["duckdb_seconds"]) == 2 * report["plan"]["repeats"]
     assert all(finite(report["ratios"]["quick"][name]) for name in RATIOS)
     history = report["history"]
     assert history["days"] == 2 and finite(history["one_day_seconds"]) and finite(history["many_days_seconds"])
