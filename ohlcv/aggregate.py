@@ -33,7 +33,7 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from ohlcv import schema as s
-from ohlcv.store import spark_slots_condition
+from ohlcv.store import ranges_cover, spark_slots_condition
 from ohlcv.timeframes import Timeframe, rollup_parent
 from ohlcv.windows import WindowRange
 
@@ -196,19 +196,27 @@ def _hidden(frame: DataFrame) -> list[str]:
     return [name for name in frame.columns if name == UNORDERED or name.startswith(COUNTED)]
 
 
+def _counted_in(ranges: list[WindowRange], read: list[WindowRange] | None, slot_us: int | None) -> Column:
+    """A window's trades whose own timestamp lies in `ranges`. A group that covers every range
+    the trades were read from (a backfill chunk's, a 1m tick's) holds every trade read, so the
+    count needs no test: testing each trade's slot against a day's set of 1,440 cost a 2.4M-trade
+    day's aggregation 1.2 to 1.6 s of its 2.1 to 2.4 s (measured through the service)."""
+    if read is not None and ranges_cover(ranges, read):
+        return F.count(F.lit(1))
+    return F.sum(F.when(spark_slots_condition("timestamp", ranges, slot_us), F.lit(1)).otherwise(F.lit(0)))
+
+
 def candles(
     trades: DataFrame, tf: Timeframe, *, deduped: bool = False, packed: bool = False,
-    counted: tuple[list[WindowRange], ...] = (), slot_us: int | None = None,
+    counted: tuple[list[WindowRange], ...] = (), slot_us: int | None = None, read: list[WindowRange] | None = None,
 ) -> DataFrame:
     """Candles of `tf` from trades (columns of gold_crypto_trades), plus the hidden `notional`;
     `packed`: ordered by `_packed_order`, plus the hidden UNORDERED flag; `counted`: groups of
     ranges, each adding a hidden column COUNTED<i>, the window's trades whose own timestamp lies
-    in group i (made of `slot_us` slots: see store.spark_slots_condition)."""
+    in group i (made of `slot_us` slots: see store.spark_slots_condition); `read`: the ranges
+    the trades were read from, when every trade lies in them (see `_counted_in`)."""
     unique = trades if deduped else dedupe_trades(trades)
-    flags = [
-        F.sum(F.when(spark_slots_condition("timestamp", ranges, slot_us), F.lit(1)).otherwise(F.lit(0))).alias(f"{COUNTED}{index}")
-        for index, ranges in enumerate(counted)
-    ]
+    flags = [_counted_in(ranges, read, slot_us).alias(f"{COUNTED}{index}") for index, ranges in enumerate(counted)]
     if packed:
         order, unordered = _packed_order(tf)
         flags.append(unordered)
@@ -241,6 +249,7 @@ class Computed(NamedTuple):
 def compute_candles(
     trades: DataFrame, tfs: list[Timeframe], *, deduped: bool = False,
     counted: tuple[list[WindowRange], ...] = (), slot_us: int | None = None, packed: bool = True,
+    read: list[WindowRange] | None = None,
 ) -> Computed:
     """Candles of every timeframe in `tfs` from one aggregation of the trades, as Arrow tables,
     the order that ranked their trades ("packed" or, when a window needed it, "exact"), and for
@@ -258,7 +267,8 @@ def compute_candles(
     was put in, so a trade windowed outside its range still shows up as a difference.
 
     `packed` False: the caller knows some id is too large for the packed order (the trade id
-    index, ohlcv/dedup.py), so the trades are aggregated once, in the exact order.
+    index, ohlcv/dedup.py), so the trades are aggregated once, in the exact order. `read`: the
+    ranges the trades were read from, every trade lying in them (see `_counted_in`).
     """
     computed: dict[str, pa.Table] = {}
     done: list[Timeframe] = []
@@ -268,7 +278,7 @@ def compute_candles(
         if parent is not None:
             computed[tf.name] = rollup(computed[parent.name], tf)
         else:
-            table, used = _from_trades(trades, tf, deduped, () if counts else counted, slot_us, packed)
+            table, used = _from_trades(trades, tf, deduped, () if counts else counted, slot_us, packed, read)
             if not counts:
                 counts = [_series_counts(table, f"{COUNTED}{index}") for index in range(len(counted))]
             computed[tf.name] = table.drop_columns([name for name in table.column_names if name.startswith(COUNTED)])
@@ -288,16 +298,16 @@ class _NeedsExactOrder(Exception):
     """A packed-order frame holds a window whose ids the packed order cannot rank."""
 
 
-def _from_trades(trades: DataFrame, tf: Timeframe, deduped: bool, counted, slot_us, packed: bool) -> tuple[pa.Table, str]:
+def _from_trades(trades: DataFrame, tf: Timeframe, deduped: bool, counted, slot_us, packed: bool, read) -> tuple[pa.Table, str]:
     """Candles of `tf` from the trades (with `notional` and COUNTED columns): in the packed order,
     or all again in the exact order when a window needs it (that request loses one aggregation,
     no more), or at once in the exact order when `packed` is False."""
     if packed:
         try:
-            return _collect(candles(trades, tf, deduped=deduped, packed=True, counted=counted, slot_us=slot_us)), "packed"
+            return _collect(candles(trades, tf, deduped=deduped, packed=True, counted=counted, slot_us=slot_us, read=read)), "packed"
         except _NeedsExactOrder:
             pass
-    return _collect(candles(trades, tf, deduped=deduped, counted=counted, slot_us=slot_us)), "exact"
+    return _collect(candles(trades, tf, deduped=deduped, counted=counted, slot_us=slot_us, read=read)), "exact"
 
 
 def largest_packed_id(tfs: list[Timeframe]) -> int:

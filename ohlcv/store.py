@@ -57,6 +57,7 @@ __all__ = [
     "READ_HERE_MAX_ROWS",
     "read_pruned",
     "in_ranges",
+    "ranges_cover",
     "scratch_folder",
     "CommitResult",
     "merge_candles",
@@ -375,6 +376,17 @@ def in_ranges(values_us: np.ndarray, ranges: list[WindowRange]) -> np.ndarray:
         return np.zeros(len(values_us), dtype=bool)
     slot = np.searchsorted(starts, values_us, side="right") - 1
     return (slot >= 0) & (values_us < ends[np.maximum(slot, 0)])
+
+
+def ranges_cover(outer: list[WindowRange], inner: list[WindowRange]) -> bool:
+    """Whether every instant of `inner` lies in `outer` (adjacent outer ranges join)."""
+    starts, ends = _merged_bounds(outer)
+    for rng in inner:
+        lo, hi = micros(rng.start), micros(rng.end)
+        slot = int(np.searchsorted(starts, lo, side="right")) - 1
+        if hi > lo and (slot < 0 or hi > ends[slot]):
+            return False
+    return True
 
 
 def _merged_bounds(ranges: list[WindowRange]) -> tuple[np.ndarray, np.ndarray]:

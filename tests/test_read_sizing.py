@@ -12,6 +12,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given, settings as hypothesis_settings, strategies as st
 
 from support import utc
 from ohlcv import aggregate
@@ -19,7 +20,7 @@ from ohlcv.catalog import load_trades
 from ohlcv.generate import GenerateSpec, generate
 from ohlcv.ingest import ingest_files
 from ohlcv.errors import DataFileError
-from ohlcv.store import held_whole, micros, plan_trade_files, read_pruned, rows_in_range, trades_per_day
+from ohlcv.store import held_whole, micros, plan_trade_files, ranges_cover, read_pruned, rows_in_range, trades_per_day
 from ohlcv.windows import WindowRange
 
 DAY = utc(2024, 3, 4)
@@ -171,3 +172,32 @@ def test_files_are_held_whole_exactly_when_the_ranges_cover_their_spans(settings
         outcomes.append(held)
     assert outcomes[:7] == [True, False, False, True, False, True, True]
     assert True in outcomes[7:] and False in outcomes[7:]  # the random cases saw both answers
+
+
+_MINUTE_RANGES = st.lists(st.tuples(st.integers(0, 40), st.integers(0, 8)), max_size=6)
+
+
+def _minutes(pairs) -> list[WindowRange]:
+    return [WindowRange(DAY + timedelta(minutes=start), DAY + timedelta(minutes=start + length)) for start, length in pairs]
+
+
+@hypothesis_settings(max_examples=200, deadline=None)
+@given(outer=_MINUTE_RANGES, inner=_MINUTE_RANGES, shift=st.sampled_from([0, 1, -1]))
+def test_ranges_cover_exactly_when_every_instant_of_the_inner_ranges_is_in_the_outer(outer, inner, shift):
+    """What lets a reconciliation group that covers the read count without a condition
+    (aggregate._counted_in): overlapping and adjacent outer ranges join, empty inner ranges
+    are covered, and an end one microsecond past the outer ranges is not."""
+    outer_ranges = _minutes(outer)
+    inner_ranges = [WindowRange(r.start, max(r.start, r.end + timedelta(microseconds=shift))) for r in _minutes(inner)]
+
+    def inside(us: int) -> bool:
+        return any(micros(r.start) <= us < micros(r.end) for r in outer_ranges)
+
+    # Coverage can only change at an outer range's edge: checking an inner range's own first
+    # and last microsecond and every outer edge inside it checks every instant of it.
+    edges = {us for r in outer_ranges for us in (micros(r.start), micros(r.end), micros(r.end) - 1)}
+    want = all(
+        all(inside(us) for us in {micros(r.start), micros(r.end) - 1} | {e for e in edges if micros(r.start) <= e < micros(r.end)})
+        for r in inner_ranges if r.end > r.start
+    )
+    assert ranges_cover(outer_ranges, inner_ranges) == want

@@ -187,8 +187,10 @@ class SparkService:
 
         def work(unique, plan) -> dict:
             counted = tuple([WindowRange(lo, hi) for lo, hi in group] for group in count_groups)
+            # Every trade read lies in `ranges` (store.read_trades keeps no other).
+            read = [WindowRange(lo, hi) for lo, hi in ranges]
             candles, order, counts = aggregate.compute_candles(unique, chosen, deduped=True, counted=counted, slot_us=slot_us,
-                                                               packed=self._packed_order_fits(settings, ranges, chosen))
+                                                               packed=self._packed_order_fits(settings, ranges, chosen), read=read)
             return {
                 "candles": candles,
                 "source_counts": dict(zip(count_groups, counts)),
