@@ -127,13 +127,15 @@ def main(work: Path, mode: str) -> dict:
         workflow = runs.connect(settings)
         ref = workflow.run_async(dags.backfill_dag(settings, chunks), workflow_id=workflow_id)
         if mode == "node-loss":
-            deadline = time.monotonic() + 300
+            # Wait for the step's Spark job itself: a fixed delay after the step started was
+            # too long once the day's aggregation got faster (the step had ended).
+            service, deadline = spark_service(settings), time.monotonic() + 300
             while time.monotonic() < deadline:
                 step = journal.read_step(workflow_id, "aggregate-0000")
-                if step and step.get("attempts"):
+                if step and step.get("attempts") and ray.get(service.info.remote())["active_jobs"]:
                     break
-                time.sleep(0.2)
-            time.sleep(2.0)  # the Spark job is running now
+                time.sleep(0.1)
+            time.sleep(0.5)  # its tasks are on the executors now
             # Not the node this driver process is attached to (all raylets share one address here,
             # and Ray picked one of the workers'): killing that one would kill the test itself.
             driver_socket = ray._private.worker._global_node._raylet_socket_name

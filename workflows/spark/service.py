@@ -93,6 +93,8 @@ class SparkService:
             "placement": self.sizing.placement,
             "native_copies_removed": self.native_copies_removed,
             "pid": os.getpid(),
+            # Spark jobs running now (a request's aggregation is one): whether Spark is busy.
+            "active_jobs": len(self.spark.sparkContext.statusTracker().getActiveJobsIds()) if self.spark is not None else 0,
         }
 
     def _catalog(self, settings: Settings):
