@@ -128,9 +128,10 @@ def test_the_service_deletes_the_library_copy_its_spark_driver_loaded(ray_cluste
     import psutil
 
     info = ray_cluster.get(spark.info.remote())
-    # Not `native_copies_removed >= 1`: the other xdist worker's service, started at the same
-    # moment, may have deleted this one's copies first (any loaded copy may go, whoever loaded it).
-    assert info["native_copies_removed"] >= 0 and info["active_jobs"] == 0  # no request is running
+    # No count of what this start removed: the other xdist worker's service, started at the same
+    # moment, may have deleted this one's copies first (any loaded copy may go, whoever loaded
+    # it). What must hold is below: every copy these JVMs loaded is gone from disk.
+    assert info["active_jobs"] == 0  # no request is running
     jvms = [child for child in psutil.Process(info["pid"]).children(recursive=True) if child.name() == "java"]
     assert jvms, "the Spark driver JVM is a child of the service"
     loaded = [

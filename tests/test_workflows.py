@@ -3,8 +3,11 @@ end to end per timeframe, failures and resume, retries with a delay, a killed wo
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import subprocess
+import sys
 import time
 from datetime import datetime
 
@@ -238,10 +241,6 @@ print(json.dumps(rounds))
 def test_a_local_ray_of_its_own_keeps_the_steps_workers_between_runs(tmp_path):
     """The embedded default (no RAY_ADDRESS, no `ohlcv up`) keeps idle workers: with Ray's own
     soft limit each round of steps started 2 fresh workers here, each importing the project."""
-    import json
-    import subprocess
-    import sys
-
     environment = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_ADDRESS", "RAY_num_workers_soft_limit", "OHLCV_"))}
     result = subprocess.run([sys.executable, "-c", _WARM_WORKERS_SCRIPT, str(tmp_path / "warehouse"), str(tmp_path / "runs")],
                             env=environment, capture_output=True, text=True, timeout=300)
