@@ -3,15 +3,17 @@ before anything is written. Real Iceberg tables on a real SQLite catalog; no Spa
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+import tempfile
+from datetime import datetime, timedelta, timezone
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given, settings as hypothesis_settings, strategies as st
 
-from support import BOTH_CATALOGS, stored_trades, utc
+from support import BOTH_CATALOGS, stored_trades, trades_table, utc
 from ohlcv import schema as s
-from ohlcv.catalog import load_table
+from ohlcv.catalog import ensure_tables, load_table
 from ohlcv.errors import InputError, TableNotFound
 from ohlcv.ingest import ingest_files
 from ohlcv.settings import Settings
@@ -234,3 +236,73 @@ def test_names_are_trimmed_and_checked_whatever_the_column_type(settings, catalo
     assert landed == {("binance", "7", "1"), ("binance", "7", "2"), ("kraken", "8", "5")}
     reasons = {r["trade_id"]: r["reason"] for r in quarantined(catalog)}
     assert reasons == {"3": "exchange is not a valid name (letters, digits and . _ - / : (at most 64))", "4": "missing exchange"}
+
+
+# Each row is valid or broken in one way; ids come from a small pool so that keys repeat.
+_ROW_KINDS = {
+    "valid": {},
+    "no price": {"price": None},
+    "negative price": {"price": -1.0},
+    "NaN quantity": {"quantity": float("nan")},
+    "no exchange": {"exchange": None},
+    "bad exchange": {"exchange": "bin ance"},
+    "no timestamp": {"timestamp": None},
+}
+_EXPECTED_REASON = {
+    "no price": "missing price", "negative price": "price is not positive and finite",
+    "NaN quantity": "quantity is not positive and finite", "no exchange": "missing exchange",
+    "bad exchange": "exchange is not a valid name (letters, digits and . _ - / : (at most 64))",
+    "no timestamp": "missing timestamp",
+}
+_file_rows = st.lists(
+    st.tuples(st.one_of(st.just("valid"), st.sampled_from(sorted(_EXPECTED_REASON))),  # half of the rows valid
+              st.sampled_from(["1", "2", "3", "x"]), st.integers(0, 2),
+              st.sampled_from([100.0, 101.0])),
+    min_size=1, max_size=30,
+)
+
+
+@hypothesis_settings(max_examples=30, deadline=None)
+@given(rows=_file_rows, row_group=st.integers(1, 7))
+def test_each_row_of_a_file_in_many_row_groups_lands_or_is_quarantined_as_a_row_by_row_oracle_says(rows, row_group):
+    """Validation and the duplicate check pick rows by masks over a file read as many chunks (one
+    per row group): every row must land, or reach quarantine verbatim with its reason, exactly as
+    a row-by-row oracle says. `side` tags each row with its position in the file."""
+    at = datetime(2024, 5, 1, 10, tzinfo=timezone.utc)
+    file_rows = []
+    for position, (kind, trade_id, second, price) in enumerate(rows):
+        row = {"exchange": "binance", "symbol": "BTC-USDT", "trade_id": trade_id, "price": price, "quantity": 1.0,
+               "side": f"r{position}", "timestamp": at + timedelta(seconds=second)}
+        file_rows.append({**row, **_ROW_KINDS[kind]})
+    # The oracle: a broken row's reason; of the valid rows of a key, the first by (timestamp,
+    # price, quantity, position in the file) lands and the others are duplicates.
+    expected_reasons = {f"r{p}": _EXPECTED_REASON[kind] for p, (kind, *_) in enumerate(rows) if kind != "valid"}
+    winners: dict[str, tuple] = {}
+    for position, row in enumerate(file_rows):
+        if rows[position][0] == "valid":
+            rank = (row["timestamp"], row["price"], row["quantity"], position)
+            winners[row["trade_id"]] = min(winners.get(row["trade_id"], rank), rank)
+    landing = {f"r{rank[3]}" for rank in winners.values()}
+    expected_reasons |= {f"r{p}": "duplicate" for p, (kind, *_) in enumerate(rows) if kind == "valid" and f"r{p}" not in landing}
+
+    with tempfile.TemporaryDirectory() as folder:
+        settings = Settings(warehouse=f"{folder}/warehouse")
+        catalog = open_catalog(settings)
+        ensure_tables(catalog, settings.namespace)
+        path = f"{folder}/trades.parquet"
+        pq.write_table(trades_table(file_rows), path, row_group_size=row_group)
+        [report] = ingest_files(catalog, settings.namespace, [path], "us", NOW)
+        stored = {r["side"]: r for r in stored_trades(catalog)}
+        held = {r["side"]: r for r in quarantined(catalog)}
+
+    assert set(stored) == landing
+    for tag, row in stored.items():
+        source = file_rows[int(tag[1:])]
+        assert (row["trade_id"], row["price"], row["timestamp"]) == (source["trade_id"], source["price"], source["timestamp"])
+    assert {tag: row["reason"] for tag, row in held.items()} == expected_reasons
+    for tag, row in held.items():  # verbatim: the file's own values, as text
+        source = file_rows[int(tag[1:])]
+        assert row["trade_id"] == source["trade_id"] and row["exchange"] == source["exchange"]
+        assert (None if row["price"] is None else float(row["price"])) == source["price"]
+    assert (report.ingested, report.quarantined, report.duplicates) == (
+        len(landing), len(expected_reasons), sum(reason == "duplicate" for reason in expected_reasons.values()))
