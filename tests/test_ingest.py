@@ -306,3 +306,17 @@ def test_each_row_of_a_file_in_many_row_groups_lands_or_is_quarantined_as_a_row_
         assert (None if row["price"] is None else float(row["price"])) == source["price"]
     assert (report.ingested, report.quarantined, report.duplicates) == (
         len(landing), len(expected_reasons), sum(reason == "duplicate" for reason in expected_reasons.values()))
+
+
+@pytest.mark.parametrize(("chosen", "expected"), [(None, "jemalloc"), ("system", "system"), ("mimalloc", "mimalloc")])
+def test_arrow_allocates_through_jemalloc_unless_the_operator_chose_a_pool(chosen, expected):
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "ARROW_DEFAULT_MEMORY_POOL"}
+    if chosen:
+        env["ARROW_DEFAULT_MEMORY_POOL"] = chosen
+    probe = "import ohlcv, pyarrow; print(pyarrow.default_memory_pool().backend_name)"
+    done = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == expected
