@@ -23,8 +23,8 @@ __all__ = ["choose_pool"]
 OPERATOR_CHOICE = "ARROW_DEFAULT_MEMORY_POOL"
 
 
-def choose_pool() -> str:
-    """Switch Arrow's default pool to jemalloc where the wheel has it; returns the pool in use.
+def choose_pool() -> None:
+    """Switch Arrow's default pool to jemalloc where the wheel has it.
 
     Buffers already allocated keep the pool they came from, so switching at any time is safe."""
     if not os.environ.get(OPERATOR_CHOICE):
@@ -32,4 +32,3 @@ def choose_pool() -> str:
             pa.set_memory_pool(pa.jemalloc_memory_pool())
         except NotImplementedError:  # a pyarrow built without jemalloc (Windows wheels): keep its default
             pass
-    return pa.default_memory_pool().backend_name
