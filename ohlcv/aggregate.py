@@ -135,9 +135,7 @@ UNORDERED = "unordered_ids"
 
 
 # How trades are ranked inside their windows, cheapest first (see `_packed_order`).
-PACKED = "packed"  # one long per trade
-WIDE = "wide"  # one decimal(38, 0) per trade
-EXACT = "exact"  # the struct of `_trade_order`, which Spark aggregates by sorting
+PACKED, WIDE, EXACT = "packed", "wide", "exact"
 _ORDERS = (PACKED, WIDE, EXACT)
 
 # The wide order key: the trade's offset in its window times _WIDE_SPAN, plus its id. Every id
