@@ -14,18 +14,16 @@ the trades, and each coarser one is rolled up, in Arrow on the driver, from the 
 timeframe that divides it. That roll-up is exact for every field: candles of a finer width partition the trades of the
 coarser window, and the hidden `notional` column carries sum(price*quantity) for the vwap.
 
-The order of trades inside a window is first tried as one number per trade (`_packed_order`):
+The order of trades inside a window is first tried as one 64-bit number (`_packed_order`):
 Spark aggregates min_by/max_by over a number in a hash table, but over the exact order's struct
 only by sorting every trade first (SortAggregate), ten times slower on a day of trades
-(measured). The number is a 64-bit one where the trade id index says the request's ids fit the
-bits the window width leaves, else a 38-digit decimal that ranks any id of up to 19 digits.
-Windows the number cannot order (an id with leading zeros, two text ids at one instant) are
-flagged, and `compute_candles` then aggregates the trades again with the exact order.
+(measured). Windows the number cannot order (an id with leading zeros, two text ids at one
+instant, an id too large for the bits the window width leaves) are flagged, and
+`compute_candles` then aggregates the trades again with the exact order.
 """
 
 from __future__ import annotations
 
-from decimal import Decimal
 from typing import NamedTuple
 
 import numpy as np
@@ -33,7 +31,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
-from pyspark.sql.types import DecimalType
 
 from ohlcv import schema as s
 from ohlcv.store import ranges_cover, spark_slots_condition
@@ -50,10 +47,7 @@ __all__ = [
     "candles",
     "compute_candles",
     "Computed",
-    "PACKED",
-    "WIDE",
-    "EXACT",
-    "first_order",
+    "largest_packed_id",
     "candle_arrow_schema",
     "trades_per_window",
     "collect_arrow",
@@ -134,36 +128,18 @@ COUNTED = "counted_"
 UNORDERED = "unordered_ids"
 
 
-# How trades are ranked inside their windows, cheapest first (see `_packed_order`).
-PACKED, WIDE, EXACT = "packed", "wide", "exact"
-_ORDERS = (PACKED, WIDE, EXACT)
-
-# The wide order key: the trade's offset in its window times _WIDE_SPAN, plus its id. Every id
-# Spark can cast to a long is below _WIDE_SPAN - 1 (2**63 - 1 < 10**19 - 1), and a day's offset
-# (below 8.64e10 us) times _WIDE_SPAN stays far inside 38 digits.
-_WIDE = DecimalType(38, 0)
-_WIDE_SPAN = 10**19
-
-
 def _id_bits(tf: Timeframe) -> int:
     """The low bits of a packed order key left for the id: 37 (137 billion) for 1m, 26 for 1d."""
     return 63 - (tf.width_us - 1).bit_length()
 
 
-def _packed_order(tf: Timeframe, wide: bool = False) -> tuple[Column, Column]:
+def _packed_order(tf: Timeframe) -> tuple[Column, Column]:
     """(order key, the UNORDERED aggregate): the trade's offset in its window in the high bits,
     its id in the low bits, ordering trades as `_trade_order` does where it can.
 
-    The key is a long, whose low `_id_bits(tf)` bits hold the id (37 for 1m), or with `wide` a
-    decimal(38, 0), offset * 10**19 + id, which holds any id of a long whatever the width. A
-    decimal buffer is still mutable in Spark's rows, so the aggregation stays a hash table, not
-    a sort; but its arithmetic costs more per trade than a long's, so the caller asks for it only
-    when the trade id index says some id of the request outgrows the long's bits.
-
-    - An id of plain digits (no leading zero) below the text ids' key is its number.
-    - An id with any other character than a digit ("a-7", "late-3") takes the top value, the
-      text ids' key (2**id_bits - 1, or 10**19 - 1 when wide): at its instant it comes after
-      every number, as in the exact order. Two
+    - An id of plain digits (no leading zero) below 2**id_bits - 1 is its number.
+    - An id with any other character than a digit ("a-7", "late-3") takes the top value
+      2**id_bits - 1: at its instant it comes after every number, as in the exact order. Two
       such ids tie only at one instant, where the exact order ranks them as text: the flag
       counts windows whose two text ids share their timestamp, and windows of three or more
       (telling those apart would take a distinct count, which costs every window a sort).
@@ -172,19 +148,15 @@ def _packed_order(tf: Timeframe, wide: bool = False) -> tuple[Column, Column]:
     - Any other id (digits with a leading zero, too large a number, empty) cannot be ranked
       among numbers by one key: its window is flagged.
     """
+    id_bits = _id_bits(tf)
+    text_key = (1 << id_bits) - 1
     number = F.col("trade_id").cast("long")  # null unless the text is a (signed, trimmed) number
-    is_number = F.coalesce((number >= 0) & (number.cast("string") == F.col("trade_id")), F.lit(False))
+    fits = F.coalesce(
+        (number >= 0) & (number < F.lit(text_key)) & (number.cast("string") == F.col("trade_id")), F.lit(False)
+    )
     text = F.length(F.translate("trade_id", "0123456789", "")) > 0
-    offset = F.pmod(F.unix_micros("timestamp"), F.lit(tf.width_us))
-    if wide:
-        span = F.lit(Decimal(_WIDE_SPAN)).cast(_WIDE)
-        fits = is_number  # every long is below the text ids' key, 10**19 - 1
-        offset, number, text_key = offset.cast(_WIDE) * span, number.cast(_WIDE), span - F.lit(1).cast(_WIDE)
-    else:
-        text_key = F.lit((1 << _id_bits(tf)) - 1)
-        fits = is_number & (number < text_key)
-        offset = offset * F.lit(1 << _id_bits(tf))
-    key = F.when(fits, offset + number).when(text, offset + text_key)
+    offset = F.pmod(F.unix_micros("timestamp"), F.lit(tf.width_us)) * F.lit(1 << id_bits)
+    key = F.when(fits, offset + number).when(text, offset + F.lit(text_key))
     unranked = F.max(F.when(fits | text, F.lit(0)).otherwise(F.lit(1)))
     texts = F.sum(F.when(text, F.lit(1)).otherwise(F.lit(0)))
     text_instant = F.when(text, F.col("timestamp"))
@@ -235,24 +207,24 @@ def _counted_in(ranges: list[WindowRange], read: list[WindowRange] | None, slot_
 
 
 def candles(
-    trades: DataFrame, tf: Timeframe, *, deduped: bool = False, order: str = EXACT,
+    trades: DataFrame, tf: Timeframe, *, deduped: bool = False, packed: bool = False,
     counted: tuple[list[WindowRange], ...] = (), slot_us: int | None = None, read: list[WindowRange] | None = None,
 ) -> DataFrame:
     """Candles of `tf` from trades (columns of gold_crypto_trades), plus the hidden `notional`;
-    `order` PACKED or WIDE: ordered by `_packed_order`, plus the hidden UNORDERED flag; `counted`: groups of
+    `packed`: ordered by `_packed_order`, plus the hidden UNORDERED flag; `counted`: groups of
     ranges, each adding a hidden column COUNTED<i>, the window's trades whose own timestamp lies
     in group i (made of `slot_us` slots: see store.spark_slots_condition); `read`: the ranges
     the trades were read from, when every trade lies in them (see `_counted_in`)."""
     unique = trades if deduped else dedupe_trades(trades)
     flags = [_counted_in(ranges, read, slot_us).alias(f"{COUNTED}{index}") for index, ranges in enumerate(counted)]
-    if order == EXACT:
-        trade_order = _trade_order()
-    else:
-        trade_order, unordered = _packed_order(tf, wide=order == WIDE)
+    if packed:
+        order, unordered = _packed_order(tf)
         flags.append(unordered)
+    else:
+        order = _trade_order()
     partial = (
         unique.withColumn("window_start", _window_start(F.unix_micros("timestamp"), tf))
-        .withColumn("trade_order", trade_order)  # computed once, used by open and close
+        .withColumn("trade_order", order)  # computed once, used by open and close
         .groupBy("window_start", "exchange", "symbol")  # the long key first: a cheap sort prefix
         .agg(
             F.min_by("price", "trade_order").alias("open_price"),
@@ -270,17 +242,17 @@ def candles(
 
 class Computed(NamedTuple):
     candles: dict[str, pa.Table]  # timeframe name -> candles
-    order: str  # PACKED, WIDE or EXACT: how trades were ranked inside their windows
+    order: str  # "packed" or "exact": how trades were ranked inside their windows
     counts: list[pa.Table]  # per group of `counted` ranges: distinct trades per series (SERIES_COUNTS)
 
 
 def compute_candles(
     trades: DataFrame, tfs: list[Timeframe], *, deduped: bool = False,
-    counted: tuple[list[WindowRange], ...] = (), slot_us: int | None = None, order: str = PACKED,
+    counted: tuple[list[WindowRange], ...] = (), slot_us: int | None = None, packed: bool = True,
     read: list[WindowRange] | None = None,
 ) -> Computed:
     """Candles of every timeframe in `tfs` from one aggregation of the trades, as Arrow tables,
-    the order that ranked their trades (`order`, or EXACT when a window needed it), and for
+    the order that ranked their trades ("packed" or, when a window needed it, "exact"), and for
     each group of `counted` ranges the trades per (exchange, symbol) in it, for reconciliation.
 
     Spark computes the finest timeframe from the trades. Each coarser one is rolled up from the
@@ -294,26 +266,25 @@ def compute_candles(
     windowing: each trade counts by its own timestamp against the ranges, whatever window it
     was put in, so a trade windowed outside its range still shows up as a difference.
 
-    `order`: the order tried first. WIDE when the caller knows some id is too large for the
-    64-bit key (the trade id index, ohlcv/dedup.py; see `first_order`). `read`: the
+    `packed` False: the caller knows some id is too large for the packed order (the trade id
+    index, ohlcv/dedup.py), so the trades are aggregated once, in the exact order. `read`: the
     ranges the trades were read from, every trade lying in them (see `_counted_in`).
     """
     computed: dict[str, pa.Table] = {}
     done: list[Timeframe] = []
-    used_orders, counts = [order], []
+    order, counts = "packed", []
     for tf in sorted(tfs, key=lambda tf: tf.width):
         parent = rollup_parent(tf, done)
         if parent is not None:
             computed[tf.name] = rollup(computed[parent.name], tf)
         else:
-            table, used = _from_trades(trades, tf, deduped, () if counts else counted, slot_us, order, read)
+            table, used = _from_trades(trades, tf, deduped, () if counts else counted, slot_us, packed, read)
             if not counts:
                 counts = [_series_counts(table, f"{COUNTED}{index}") for index in range(len(counted))]
             computed[tf.name] = table.drop_columns([name for name in table.column_names if name.startswith(COUNTED)])
-            used_orders.append(used)
+            order = "exact" if used == "exact" else order
         done.append(tf)
-    slowest = max(used_orders, key=_ORDERS.index)
-    return Computed({tf.name: computed[tf.name].drop_columns(["notional"]) for tf in tfs}, slowest, counts)
+    return Computed({tf.name: computed[tf.name].drop_columns(["notional"]) for tf in tfs}, order, counts)
 
 
 def _series_counts(table: pa.Table, column: str) -> pa.Table:
@@ -327,23 +298,21 @@ class _NeedsExactOrder(Exception):
     """A packed-order frame holds a window whose ids the packed order cannot rank."""
 
 
-def _from_trades(trades: DataFrame, tf: Timeframe, deduped: bool, counted, slot_us, order: str, read) -> tuple[pa.Table, str]:
-    """Candles of `tf` from the trades (with `notional` and COUNTED columns) and the order used:
-    `order`, or all again in the exact order when a window needs it (that request loses one
-    aggregation, no more)."""
-    if order != EXACT:
+def _from_trades(trades: DataFrame, tf: Timeframe, deduped: bool, counted, slot_us, packed: bool, read) -> tuple[pa.Table, str]:
+    """Candles of `tf` from the trades (with `notional` and COUNTED columns): in the packed order,
+    or all again in the exact order when a window needs it (that request loses one aggregation,
+    no more), or at once in the exact order when `packed` is False."""
+    if packed:
         try:
-            return _collect(candles(trades, tf, deduped=deduped, order=order, counted=counted, slot_us=slot_us, read=read)), order
+            return _collect(candles(trades, tf, deduped=deduped, packed=True, counted=counted, slot_us=slot_us, read=read)), "packed"
         except _NeedsExactOrder:
             pass
-    return _collect(candles(trades, tf, deduped=deduped, counted=counted, slot_us=slot_us, read=read)), EXACT
+    return _collect(candles(trades, tf, deduped=deduped, counted=counted, slot_us=slot_us, read=read)), "exact"
 
 
-def first_order(tfs: list[Timeframe], largest_number: int) -> str:
-    """The order to try first for trades whose numeric ids are at most `largest_number`: the
-    64-bit key when the finest of `tfs` leaves it room for them (see _packed_order), else the wide one."""
-    room = (1 << _id_bits(min(tfs, key=lambda tf: tf.width))) - 2  # below the text ids' key
-    return PACKED if largest_number <= room else WIDE
+def largest_packed_id(tfs: list[Timeframe]) -> int:
+    """The largest numeric id the packed order of the finest of `tfs` can rank (see _packed_order)."""
+    return (1 << _id_bits(min(tfs, key=lambda tf: tf.width))) - 2  # below the text ids' key
 
 
 def _with_notional_schema() -> pa.Schema:

@@ -107,10 +107,9 @@ def _tied(exchange: str, ids: list[str], ts) -> list[dict]:
 
 def test_trades_at_one_instant_are_ranked_by_id_in_the_packed_and_the_exact_order(settings, catalog, spark, tmp_path):
     """Open and close at equal timestamps go by id. Plain numbers, and one text id per window,
-    take the packed order (one 64-bit number per trade), as do two text ids at different
-    instants; a number too large for its bits takes the wide key (a 38-digit decimal); an id
-    neither can rank (leading zeros, a second text id at the same instant) sends the whole
-    request to the exact order, and all three agree with the oracle."""
+    take the packed order (one number per trade), as do two text ids at different instants; an
+    id it cannot rank (leading zeros, too large, a second text id at the same instant) sends the
+    whole request to the exact order, and both agree with the oracle."""
     packed_day, exact_day, large_day, texts_day, three_day = (utc(2024, 3, day, 10, 0, 30) for day in (1, 2, 3, 4, 6))
     rows = [
         *_tied("binance", ["1000", "999", "1001", "0", "137438953470"], packed_day),  # 2**37 - 2 still fits a 1m key
@@ -120,9 +119,7 @@ def test_trades_at_one_instant_are_ranked_by_id_in_the_packed_and_the_exact_orde
         trade("coinbase", "BTC-USDT", "z-2", 110.0, 1.0, packed_day),
         trade("coinbase", "BTC-USDT", "a-1", 120.0, 1.0, packed_day + timedelta(seconds=2)),
         *_tied("okx", ["7", "007", "10", "x1"], exact_day),  # "007" ranks before "7" only by its text
-        *_tied("okx", ["137438953471", "5"], large_day),  # 2**37 - 1: the 64-bit text ids' key, too large for a number
-        # The largest long, 19 digits (text to the id index), beside 18 digits and a text id.
-        *_tied("okx", ["9223372036854775807", "999999999999999999", "z", "9223372036854775806"], large_day + timedelta(minutes=1)),
+        *_tied("okx", ["137438953471", "5"], large_day),  # 2**37 - 1: the text ids' key, too large for a number
         *_tied("okx", ["b2", "a1", "3"], texts_day),  # two text ids at one instant: ranked as text
         # Three text ids: two of them at one instant, which the flag does not tell apart from three instants.
         trade("okx", "BTC-USDT", "c9", 90.0, 1.0, three_day - timedelta(seconds=10)),
@@ -134,7 +131,7 @@ def test_trades_at_one_instant_are_ranked_by_id_in_the_packed_and_the_exact_orde
         start = day.replace(hour=0, minute=0, second=0)
         [outcome] = backfill(settings, start, start + timedelta(days=1))
         orders[day.day] = outcome.aggregated.candle_order
-    assert orders == {1: "packed", 2: "exact", 3: "wide", 4: "exact", 6: "exact"}
+    assert orders == {1: "packed", 2: "exact", 3: "exact", 4: "exact", 6: "exact"}
     assert_matches_oracle(catalog, stored_trades(catalog))
     one_minute = {(r["exchange"], r["window_start"]): r for r in stored(catalog, timeframes.get("1m"))}
     binance = one_minute[("binance", utc(2024, 3, 1, 10, 0))]
@@ -145,20 +142,12 @@ def test_trades_at_one_instant_are_ranked_by_id_in_the_packed_and_the_exact_orde
     assert (coinbase["open_price"], coinbase["close_price"], coinbase["trade_count"]) == (110.0, 120.0, 2)
     okx = one_minute[("okx", utc(2024, 3, 2, 10, 0))]
     assert (okx["open_price"], okx["close_price"]) == (101.0, 103.0)  # "007" opens, "x1" closes
-    large = one_minute[("okx", utc(2024, 3, 3, 10, 1))]
-    assert (large["open_price"], large["close_price"]) == (101.0, 102.0)  # 10**18 - 1 opens, "z" closes
 
 
-# Numeric ids of a "small" day fit the 64-bit key's 37 bits for 1m; a "large" day's reach the
-# largest long (19 digits), with lengths that differ at one instant, so ranking them as text would fail.
-_SMALL_IDS = [0, 9, 10, 99, 100, 137438953460]
-_LARGE_IDS = [137438953470, 10**11 * 7, 10**17 - 3, 10**18 - 10, 10**18, 2**63 - 10]
-
-
-def _random_windows(generator, day, ids: str) -> list[dict]:
-    """Three series' 1m windows of 1 to 5 trades at a few instants each. `ids` "small" or
-    "large": only what the packed order ranks (numbers from _SMALL_IDS or _LARGE_IDS; text ids
-    at most two a window, at different instants); "any": ids of every kind."""
+def _random_windows(generator, day, rankable: bool) -> list[dict]:
+    """Three series' 1m windows of 1 to 5 trades at a few instants each, with ids of every kind.
+    `rankable`: only what the packed order ranks (plain numbers; text ids at most two a window,
+    at different instants)."""
     rows = []
     for series, symbol in enumerate(["BTC-USDT", "ETH-USDT", "SOL-USDT"]):
         for minute in generator.sample(range(1440), 120):
@@ -169,12 +158,12 @@ def _random_windows(generator, day, ids: str) -> list[dict]:
             if len(text_at) == 2 and instants[text_at[0]] == instants[text_at[1]]:
                 text_at = text_at[:1]
             for index, instant in enumerate(instants):
-                if ids == "any":
+                if not rankable:
                     trade_id = generator.choice(["7", "007", "10", "x1", "x10", "a", "0", "00", str(2**40), "137438953471"])
                 elif index in text_at:
                     trade_id = generator.choice(["b-", "a-", "z"]) + str(index)
                 else:
-                    trade_id = str(generator.choice(_SMALL_IDS if ids == "small" else _LARGE_IDS) + index)
+                    trade_id = str(generator.choice([0, 9, 10, 99, 100, 137438953460]) + index)
                 rows.append(trade(f"ex{series}", symbol, trade_id, 100.0 + generator.random(), generator.choice([0.5, 1.0, 2.0]), instant))
     unique = {}
     for row in rows:  # one version a key: which version wins is another test's subject
@@ -183,29 +172,26 @@ def _random_windows(generator, day, ids: str) -> list[dict]:
 
 
 def test_random_ids_and_instants_take_the_packed_order_exactly_where_it_ranks_them(settings, catalog, spark, tmp_path):
-    """Seeded random windows: a day of ids the 64-bit key ranks is computed in it, a day of ids
-    up to the largest long in the wide key, a day of any ids in whichever order its windows
-    need (the wide key first, as 2**40 is among them); all equal the oracle in every field."""
+    """Seeded random windows: a day of ids the packed order ranks is computed in it, a day of
+    any ids in whichever order its windows need; both equal the oracle in every field."""
     import random
 
     generator = random.Random(11)
-    days = {"small": utc(2024, 4, 1), "large": utc(2024, 4, 2), "any": utc(2024, 4, 3)}
-    rows = [row for ids, day in days.items() for row in _random_windows(generator, day, ids)]
-    ingest_rows(settings, catalog, rows, tmp_path, "random", utc(2024, 4, 4))
-    orders = {}
-    for ids, day in days.items():
-        [outcome] = backfill(settings, day, day + timedelta(days=1))
-        orders[ids] = outcome.aggregated.candle_order
-    assert orders == {"small": "packed", "large": "wide", "any": "exact"}
+    rankable_day, any_day = utc(2024, 4, 1), utc(2024, 4, 2)
+    rows = _random_windows(generator, rankable_day, True) + _random_windows(generator, any_day, False)
+    ingest_rows(settings, catalog, rows, tmp_path, "random", utc(2024, 4, 3))
+    [rankable] = backfill(settings, rankable_day, rankable_day + timedelta(days=1))
+    [anything] = backfill(settings, any_day, any_day + timedelta(days=1))
+    assert (rankable.aggregated.candle_order, anything.aggregated.candle_order) == ("packed", "exact")
     assert_matches_oracle(catalog, stored_trades(catalog))
 
 
-def test_a_daily_request_alone_takes_the_wide_key_when_ids_outgrow_its_64_bit_key(settings, catalog, spark, tmp_path):
-    """A 64-bit 1d key leaves 26 bits for the id: larger ids take the wide key, still equal to the oracle."""
+def test_a_daily_request_alone_falls_back_when_ids_outgrow_its_key(settings, catalog, spark, tmp_path):
+    """A 1d key leaves 26 bits for the id: larger ids take the exact order, still equal to the oracle."""
     ts = utc(2024, 3, 5, 12)
     ingest_rows(settings, catalog, _tied("binance", ["67108864", "67108863", "1"], ts), tmp_path, "daily", utc(2024, 3, 6))
     [outcome] = backfill(settings, utc(2024, 3, 5), utc(2024, 3, 6), tfs=[timeframes.get("1d")])
-    assert outcome.aggregated.candle_order == "wide"
+    assert outcome.aggregated.candle_order == "exact"
     assert_matches_oracle(catalog, stored_trades(catalog), tfs=[timeframes.get("1d")])
 
 

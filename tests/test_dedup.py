@@ -171,8 +171,8 @@ def test_day_runs_read_back_as_written():
 
 
 def test_the_index_gives_each_days_largest_numeric_id_over_every_series(settings, catalog, tmp_path):
-    """What the Spark service reads to choose the 64-bit or the wide order key
-    (ohlcv/aggregate.first_order): per day, the largest id made of digits; text ids none."""
+    """What the Spark service reads to skip a packed-order pass that could not rank the ids
+    (ohlcv/aggregate.largest_packed_id): per day, the largest id made of digits; text ids none."""
     rows = [trade("okx", "ETH-USDT", "5", 10.0, 1.0, DAY), trade("binance", "BTC-USDT", "137438953471", 10.0, 1.0, DAY),
             trade("okx", "ETH-USDT", "900", 10.0, 1.0, DAY + timedelta(days=1)),
             trade("okx", "ETH-USDT", "x-1", 10.0, 1.0, DAY + timedelta(days=2))]

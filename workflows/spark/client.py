@@ -34,8 +34,8 @@ class Aggregated:
     seconds: float
     trades_snapshot: int | None = None  # the trades snapshot the candles were computed from
     deduplicated: bool = True  # False: ingest vouched that the trades read hold one version each
-    # "packed": trades ranked by one 64-bit number per trade; "wide": by one 38-digit decimal, as
-    # some id outgrew the 64-bit key; "exact": some id needed the full order (ohlcv/aggregate.py).
+    # "packed": trades ranked by one number per trade; "exact": some id needed the full order
+    # (ohlcv/aggregate.py, compute_candles).
     candle_order: str = "exact"
 
 

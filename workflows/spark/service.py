@@ -105,11 +105,10 @@ class SparkService:
             self._catalogs[key] = open_catalog(settings)
         return self._catalogs[key]
 
-    def _first_order(self, settings: Settings, ranges: list[tuple[datetime, datetime]], chosen) -> str:
-        """The order key to try first for the trades of `ranges` (ohlcv/aggregate.first_order):
-        the 64-bit one unless the trade id index holds, on a day they meet, a number too large
-        for it; a missing index says nothing, so the 64-bit key is tried. Read once per index
-        snapshot: ingest rewrites the index, ticks only read it."""
+    def _packed_order_fits(self, settings: Settings, ranges: list[tuple[datetime, datetime]], chosen) -> bool:
+        """Whether the trade id index lets the packed order rank the ids of `ranges` (no day
+        holds a number too large for it); a missing index says nothing, so the packed order is
+        tried. Read once per index snapshot: ingest rewrites the index, ticks only read it."""
         from pyiceberg.exceptions import NoSuchTableError
 
         from ohlcv import aggregate, schema as s
@@ -120,14 +119,14 @@ class SparkService:
         try:
             index = load_table(self._catalog(settings), settings.namespace, s.TRADE_ID_RANGES_TABLE)
         except NoSuchTableError:
-            return aggregate.PACKED
+            return True
         snapshot = index.current_snapshot()
         key = (settings.warehouse_uri, settings.namespace, snapshot.snapshot_id if snapshot else None)
         if self._largest_ids[0] != key:
             self._largest_ids = (key, largest_number_by_day(index) if snapshot else {})
         largest = self._largest_ids[1]
         days = days_of(WindowRange(start, end) for start, end in ranges)
-        return aggregate.first_order(chosen, max((largest.get(day, 0) for day in days), default=0))
+        return max((largest.get(day, 0) for day in days), default=0) <= aggregate.largest_packed_id(chosen)
 
     def _over_trades(
         self, settings: Settings, ranges: list[tuple[datetime, datetime]], request_id: str | None, label: str, work,
@@ -193,7 +192,7 @@ class SparkService:
             # Every trade read lies in `ranges` (store.read_trades keeps no other).
             read = [WindowRange(lo, hi) for lo, hi in ranges]
             candles, order, counts = aggregate.compute_candles(unique, chosen, deduped=True, counted=counted, slot_us=slot_us,
-                                                               order=self._first_order(settings, ranges, chosen), read=read)
+                                                               packed=self._packed_order_fits(settings, ranges, chosen), read=read)
             return {
                 "candles": candles,
                 "source_counts": dict(zip(count_groups, counts)),
