@@ -33,6 +33,7 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from ohlcv import schema as s
+from ohlcv.arrow_candles import COUNTED, candles_with_notional_schema, finest_candles, series_codes
 from ohlcv.store import ranges_cover, spark_slots_condition
 from ohlcv.timeframes import Timeframe, rollup_parent
 from ohlcv.windows import WindowRange
@@ -46,6 +47,7 @@ __all__ = [
     "release",
     "candles",
     "compute_candles",
+    "compute_candles_in_arrow",
     "Computed",
     "largest_packed_id",
     "candle_arrow_schema",
@@ -120,8 +122,6 @@ def _trade_order() -> Column:
     )
 
 
-# Hidden columns of candles that count trades for the reconciliation (see `compute_candles`).
-COUNTED = "counted_"
 
 # A hidden column of packed-order candles: above 0 where the packed order cannot rank the window's
 # trades, so its open and close may be wrong and the exact order must decide.
@@ -270,6 +270,18 @@ def compute_candles(
     index, ohlcv/dedup.py), so the trades are aggregated once, in the exact order. `read`: the
     ranges the trades were read from, every trade lying in them (see `_counted_in`).
     """
+    return _rolled_up(tfs, counted, lambda tf, groups: _from_trades(trades, tf, deduped, groups, slot_us, packed, read))
+
+
+def compute_candles_in_arrow(unique: pa.Table, tfs: list[Timeframe], *, counted: tuple[list[WindowRange], ...] = ()) -> Computed:
+    """`compute_candles` of trades already in the driver, holding one version each, computed in
+    Arrow with no Spark job (ohlcv/arrow_candles.py): always in the exact order."""
+    return _rolled_up(tfs, counted, lambda tf, groups: (finest_candles(unique, tf, groups), "exact"))
+
+
+def _rolled_up(tfs: list[Timeframe], counted: tuple[list[WindowRange], ...], from_trades) -> Computed:
+    """Each timeframe of `tfs` rolled up from the coarsest computed one that divides it, or else
+    `from_trades(tf, counted groups)` -> (candles with notional and COUNTED columns, order used)."""
     computed: dict[str, pa.Table] = {}
     done: list[Timeframe] = []
     order, counts = "packed", []
@@ -278,7 +290,7 @@ def compute_candles(
         if parent is not None:
             computed[tf.name] = rollup(computed[parent.name], tf)
         else:
-            table, used = _from_trades(trades, tf, deduped, () if counts else counted, slot_us, packed, read)
+            table, used = from_trades(tf, () if counts else counted)
             if not counts:
                 counts = [_series_counts(table, f"{COUNTED}{index}") for index in range(len(counted))]
             computed[tf.name] = table.drop_columns([name for name in table.column_names if name.startswith(COUNTED)])
@@ -315,11 +327,6 @@ def largest_packed_id(tfs: list[Timeframe]) -> int:
     return (1 << _id_bits(min(tfs, key=lambda tf: tf.width))) - 2  # below the text ids' key
 
 
-def _with_notional_schema() -> pa.Schema:
-    """The candle batch's schema plus `notional`, which roll-ups need for the vwap."""
-    return candle_arrow_schema().append(pa.field("notional", pa.float64()))
-
-
 def _collect(frame: DataFrame) -> pa.Table:
     """A candles DataFrame in the driver as Arrow, in the candle table's types plus `notional`."""
     hidden = _hidden(frame)
@@ -327,9 +334,7 @@ def _collect(frame: DataFrame) -> pa.Table:
     # Spark 3.5 has no public toArrow() (it came in 4.0); _collect_as_arrow is what toPandas
     # uses under the hood and keeps timestamps as UTC microseconds, with no pandas detour.
     batches = frame.select(*OUTPUT_COLUMNS, "notional", *hidden)._collect_as_arrow()
-    target = _with_notional_schema()
-    for name in counted:
-        target = target.append(pa.field(name, pa.int64()))
+    target = candles_with_notional_schema(len(counted))  # COUNTED0, COUNTED1, ... as `candles` names them
     if not batches:
         return target.empty_table()
     table = pa.Table.from_batches(batches)
@@ -338,17 +343,6 @@ def _collect(frame: DataFrame) -> pa.Table:
             raise _NeedsExactOrder()
         table = table.drop_columns([UNORDERED])
     return s.cast_to(table, target)
-
-
-def _series_codes(table: pa.Table) -> np.ndarray:
-    """An integer per row that orders rows as (exchange, symbol) do: hashed once per row, the few
-    distinct series sorted as text (sorting 500k strings took most of a roll-up's time)."""
-    exchange, symbol = table.column("exchange"), table.column("symbol")
-    series = pc.binary_join_element_wise(exchange, symbol.cast(exchange.type), pa.scalar("\x00", exchange.type))
-    encoded = pc.dictionary_encode(series).combine_chunks()
-    rank = np.empty(len(encoded.dictionary), np.int64)
-    rank[np.argsort(encoded.dictionary.to_numpy(zero_copy_only=False), kind="stable")] = np.arange(len(rank))
-    return rank[encoded.indices.to_numpy(zero_copy_only=False)]
 
 
 def _sorting_order(codes: np.ndarray, starts: np.ndarray) -> np.ndarray:
@@ -362,7 +356,7 @@ def _sorting_order(codes: np.ndarray, starts: np.ndarray) -> np.ndarray:
 def _series_order(table: pa.Table) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
     """(the row order that sorts by series then window_start, or None when the rows are in it
     already, as each roll-up returns them; series codes and window starts in us, in that order)."""
-    codes = _series_codes(table)
+    codes = series_codes(table)
     starts = pc.cast(table.column("window_start"), pa.int64()).to_numpy()
     if len(codes) > 1:
         later = (codes[1:] > codes[:-1]) | ((codes[1:] == codes[:-1]) & (starts[1:] > starts[:-1]))
@@ -378,7 +372,7 @@ def rollup(finer: pa.Table, tf: Timeframe) -> pa.Table:
     The finer rows are taken in (series, window) order, so every sum adds in one order whatever
     order Spark returned them in; the result is in that order too."""
     if finer.num_rows == 0:
-        return _with_notional_schema().empty_table()
+        return candles_with_notional_schema().empty_table()
     order, codes, starts = _series_order(finer)
     coarse = starts - starts % tf.width_us
     first = np.ones(len(codes), dtype=bool)
@@ -410,7 +404,7 @@ def rollup(finer: pa.Table, tf: Timeframe) -> pa.Table:
         "trade_count": np.add.reduceat(column("trade_count"), heads),
         "vwap": notional / volume,
         "notional": notional,
-    }).cast(_with_notional_schema())
+    }).cast(candles_with_notional_schema())
 
 
 def candle_arrow_schema() -> pa.Schema:

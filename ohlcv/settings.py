@@ -51,6 +51,7 @@ ENVIRONMENT = {
     "recompute_limit_days": "OHLCV_RECOMPUTE_LIMIT_DAYS",
     "backfill_chunk_trades": "OHLCV_BACKFILL_CHUNK_TRADES",
     "backfill_concurrency": "OHLCV_BACKFILL_CONCURRENCY",
+    "driver_max_trades": "OHLCV_DRIVER_MAX_TRADES",
     "s3_endpoint": "AWS_ENDPOINT_URL_S3",
     "s3_region": "AWS_REGION",
 }
@@ -69,6 +70,7 @@ _NUMBERS = {
     "recompute_limit_days": (float, "a number of days", 0),
     "backfill_chunk_trades": (int, "a whole number of trades", 0),
     "backfill_concurrency": (int, "a whole number of chunks", 0),
+    "driver_max_trades": (int, "a whole number of trades", 0),
 }
 _CHOICES = {
     "read_mode": ("auto", "arrow", "native"),
@@ -130,6 +132,10 @@ class Settings:
     # Chunks of one backfill Spark aggregates at once (their commits still go one after another,
     # in time order). 0: one per 8 Spark slots, 1 to 4 (workflows/orchestration/dags.py).
     backfill_concurrency: int = 0
+    # A request for at most this many trades (a tick's, as the manifests estimate them) is
+    # computed in the Spark service's driver, in Arrow, with no Spark job (ohlcv/arrow_candles.py).
+    # 0: every request goes to Spark.
+    driver_max_trades: int = 500_000
     # S3-compatible object storage (AWS_ENDPOINT_URL[_S3], AWS_REGION / AWS_DEFAULT_REGION):
     # None means AWS itself. Keys are never settings: each process reads its own environment.
     s3_endpoint: str | None = None

@@ -255,4 +255,5 @@ def run_tick_direct(settings: Settings, tf, as_of: datetime, now: datetime):
                      days(days=settings.recompute_limit_days))
     aggregated = aggregate_chunk(settings, plan.chunk)
     run_tick_direct.read_mode = aggregated.read_mode  # how the trades were read, for tests of the read paths
+    run_tick_direct.engine = aggregated.engine
     return plan, commit_chunk(settings, plan.chunk, aggregated.candles, now, aggregated.trades_snapshot)

@@ -38,8 +38,10 @@ def test_crafted_trades_match_the_oracle_in_all_five_tables(settings, catalog, s
     assert ("binance", "BTC-USDT", utc(2024, 1, 31)) in daily and ("binance", "BTC-USDT", utc(2024, 2, 1)) in daily
 
 
-@pytest.mark.parametrize("read_mode", ["native", "arrow"])
+@pytest.mark.parametrize("read_mode", ["native", "arrow", "in driver"])
 def test_generated_trades_across_midnight_and_month_end_match_the_oracle(settings, catalog, spark, tmp_path, read_mode):
+    """Spark reading the files itself or through pyiceberg's FileIO, and the driver's Arrow
+    engine (these days are small enough for it) compute the same candles as the oracle."""
     start, end = utc(2024, 2, 28, 21), utc(2024, 3, 1, 3)  # Feb 29 of a leap year, two midnights
     rows = generate(GenerateSpec(start, end, symbols=2, exchanges=3, trades_per_day=12_000, seed=11)).to_pylist()
     ingest_rows(settings, catalog, rows, tmp_path, "generated", utc(2024, 3, 2))
@@ -48,8 +50,12 @@ def test_generated_trades_across_midnight_and_month_end_match_the_oracle(setting
     landed = {(r["exchange"], r["symbol"], r["trade_id"], r["price"], r["quantity"], r["timestamp"]) for r in trades}
     assert landed == delivered
 
-    outcomes = backfill(settings.with_overrides(read_mode=read_mode), utc(2024, 2, 28), utc(2024, 3, 2))
-    assert {o.aggregated.read_mode for o in outcomes} == {read_mode}
+    if read_mode == "in driver":
+        outcomes = backfill(settings, utc(2024, 2, 28), utc(2024, 3, 2))
+        assert {(o.aggregated.engine, o.aggregated.read_mode) for o in outcomes} == {("arrow", "pruned")}
+    else:
+        outcomes = backfill(settings.with_overrides(read_mode=read_mode, driver_max_trades=0), utc(2024, 2, 28), utc(2024, 3, 2))
+        assert {(o.aggregated.engine, o.aggregated.read_mode) for o in outcomes} == {("spark", read_mode)}
     assert_matches_oracle(catalog, trades)
 
 
@@ -126,6 +132,7 @@ def test_trades_at_one_instant_are_ranked_by_id_in_the_packed_and_the_exact_orde
         *_tied("okx", ["b8", "a7"], three_day),
     ]
     ingest_rows(settings, catalog, rows, tmp_path, "tied", utc(2024, 3, 7))
+    settings = settings.with_overrides(driver_max_trades=0)  # Spark's orders (the driver's engine has only the exact one)
     orders = {}
     for day in (packed_day, exact_day, large_day, texts_day, three_day):
         start = day.replace(hour=0, minute=0, second=0)
@@ -142,6 +149,13 @@ def test_trades_at_one_instant_are_ranked_by_id_in_the_packed_and_the_exact_orde
     assert (coinbase["open_price"], coinbase["close_price"], coinbase["trade_count"]) == (110.0, 120.0, 2)
     okx = one_minute[("okx", utc(2024, 3, 2, 10, 0))]
     assert (okx["open_price"], okx["close_price"]) == (101.0, 103.0)  # "007" opens, "x1" closes
+    # The driver's engine (ohlcv/arrow_candles.py) ranks the same trades the same way: it
+    # recomputes every day and changes no candle.
+    recomputed = backfill(settings.with_overrides(driver_max_trades=500_000), packed_day.replace(hour=0, minute=0, second=0),
+                          three_day.replace(hour=0, minute=0, second=0) + timedelta(days=1))
+    assert {o.aggregated.engine for o in recomputed} == {"arrow"}
+    assert sum(c.updated + c.inserted + c.deleted for o in recomputed for c in o.commits) == 0
+    assert_matches_oracle(catalog, stored_trades(catalog))
 
 
 def _random_windows(generator, day, rankable: bool) -> list[dict]:
@@ -180,6 +194,7 @@ def test_random_ids_and_instants_take_the_packed_order_exactly_where_it_ranks_th
     rankable_day, any_day = utc(2024, 4, 1), utc(2024, 4, 2)
     rows = _random_windows(generator, rankable_day, True) + _random_windows(generator, any_day, False)
     ingest_rows(settings, catalog, rows, tmp_path, "random", utc(2024, 4, 3))
+    settings = settings.with_overrides(driver_max_trades=0)  # Spark's orders
     [rankable] = backfill(settings, rankable_day, rankable_day + timedelta(days=1))
     [anything] = backfill(settings, any_day, any_day + timedelta(days=1))
     assert (rankable.aggregated.candle_order, anything.aggregated.candle_order) == ("packed", "exact")
@@ -190,8 +205,8 @@ def test_a_daily_request_alone_falls_back_when_ids_outgrow_its_key(settings, cat
     """A 1d key leaves 26 bits for the id: larger ids take the exact order, still equal to the oracle."""
     ts = utc(2024, 3, 5, 12)
     ingest_rows(settings, catalog, _tied("binance", ["67108864", "67108863", "1"], ts), tmp_path, "daily", utc(2024, 3, 6))
-    [outcome] = backfill(settings, utc(2024, 3, 5), utc(2024, 3, 6), tfs=[timeframes.get("1d")])
-    assert outcome.aggregated.candle_order == "exact"
+    [outcome] = backfill(settings.with_overrides(driver_max_trades=0), utc(2024, 3, 5), utc(2024, 3, 6), tfs=[timeframes.get("1d")])
+    assert (outcome.aggregated.engine, outcome.aggregated.candle_order) == ("spark", "exact")
     assert_matches_oracle(catalog, stored_trades(catalog), tfs=[timeframes.get("1d")])
 
 
@@ -214,7 +229,7 @@ def test_reconciliation_counts_equal_the_trades_in_each_group_of_ranges(settings
         ((day + timedelta(hours=3, seconds=30), day + timedelta(hours=4, seconds=30)),),  # not whole slots: compared
     )
     # Spark reads the day's files itself ("native"; a day this small would be handed over).
-    native = settings.with_overrides(read_mode="native")
+    native = settings.with_overrides(read_mode="native", driver_max_trades=0)
     result = call(spark.aggregate.remote(native, ["1m", "1h"], [(day, day + timedelta(days=1))], None, groups))
     trades = stored_trades(catalog)
 
@@ -236,9 +251,16 @@ def test_reconciliation_counts_equal_the_trades_in_each_group_of_ranges(settings
     # A tick-sized read of two ranges, handed over to Spark as exactly their trades in one task:
     # counted only where read.
     reads = [(day + timedelta(hours=1), day + timedelta(hours=2)), (day + timedelta(hours=9), day + timedelta(hours=9, minutes=10))]
-    small = call(spark.aggregate.remote(settings, ["1m"], reads, None, groups))
-    assert small["read_mode"] == "pruned"
+    small = call(spark.aggregate.remote(settings.with_overrides(driver_max_trades=0), ["1m"], reads, None, groups))
+    assert (small["engine"], small["read_mode"]) == ("spark", "pruned")
     assert_counts(small, groups, reads)
+    # The same read computed in the driver (ohlcv/arrow_candles.py), and a whole day there.
+    in_driver = call(spark.aggregate.remote(settings, ["1m"], reads, None, groups))
+    assert (in_driver["engine"], in_driver["read_mode"]) == ("arrow", "pruned")
+    assert_counts(in_driver, groups, reads)
+    whole_day = call(spark.aggregate.remote(settings, ["1m", "1h"], [(day, day + timedelta(days=1))], None, groups))
+    assert whole_day["engine"] == "arrow"
+    assert_counts(whole_day, groups, [(day, day + timedelta(days=1))])
     # The whole day's counts add up to every stored trade, as the 1m candles' trade counts do.
     assert sum(result["source_counts"][groups[0]].column("trades").to_pylist()) == len(trades)
     assert sum(result["candles"]["1m"].column("trade_count").to_pylist()) == len(trades)

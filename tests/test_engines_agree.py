@@ -23,8 +23,10 @@ def by_key(rows: list[dict]) -> dict:
     return {(r["exchange"], r["symbol"], r["window_start"]): r for r in rows}
 
 
+@pytest.mark.parametrize("engine", ["spark", "arrow"])
 @pytest.mark.parametrize("source", ["crafted", "generated"])
-def test_duckdb_and_the_project_agree_on_every_candle(settings, catalog, spark, tmp_path, source):
+def test_duckdb_and_the_project_agree_on_every_candle(settings, catalog, spark, tmp_path, source, engine):
+    settings = settings.with_overrides(driver_max_trades=0 if engine == "spark" else 500_000)
     if source == "crafted":
         rows, start, end = crafted_trades(), utc(2024, 1, 31), utc(2024, 2, 2)
         ingest_rows(settings, catalog, rows, tmp_path, "a", utc(2024, 2, 2))
@@ -33,7 +35,7 @@ def test_duckdb_and_the_project_agree_on_every_candle(settings, catalog, spark, 
         start, end = utc(2024, 7, 1), utc(2024, 7, 3)
         rows = generate(GenerateSpec(start, end, symbols=3, exchanges=2, trades_per_day=9_000, seed=4)).to_pylist()
         ingest_rows(settings, catalog, rows, tmp_path, "a", utc(2024, 7, 3))
-    backfill(settings, start, end)
+    assert {run.aggregated.engine for run in backfill(settings, start, end)} == {engine}
 
     trades = load_trades(catalog, "market_data")
     files = [t.file.file_path.removeprefix("file://") for t in plan_trade_files(trades, WindowRange(start, end))]

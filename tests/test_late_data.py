@@ -299,13 +299,14 @@ def test_after_every_tick_every_closed_window_equals_the_oracle(settings, spark,
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("read_mode", ["auto", "arrow"])
-def test_many_late_windows_are_read_as_a_set_of_slots_and_match_the_oracle(settings, catalog, spark, tmp_path, read_mode):
+@pytest.mark.parametrize("read_mode, engine", [("auto", "spark"), ("arrow", "spark"), ("auto", "arrow")])
+def test_many_late_windows_are_read_as_a_set_of_slots_and_match_the_oracle(settings, catalog, spark, tmp_path, read_mode, engine):
     """Past a few ranges the read tests each trade's slot against a set (ohlcv.store): the same
     trades as the comparisons would keep, here for late windows spread over a week. On local
     files ("auto") the few trades of those windows are read pruned, row group by row group, in
-    the driver; through Arrow (as on S3) every Spark task filters its files."""
-    settings = settings.with_overrides(read_mode=read_mode)
+    the driver; through Arrow (as on S3) every Spark task filters its files. The driver's own
+    engine (a tick's default) reads them pruned and computes them there."""
+    settings = settings.with_overrides(read_mode=read_mode, driver_max_trades=0 if engine == "spark" else 500_000)
     late_scenario(settings, catalog, tmp_path)
     spread = [trade("kraken", "SOL-USDT", f"w{day}", 20.0 + day, 1.0, utc(2024, 3, 1 + day % 3, 3 * day, 7, 30)) for day in range(7)]
     ingest_rows(settings, catalog, spread, tmp_path, "spread", utc(2024, 3, 11, 12))
@@ -314,7 +315,7 @@ def test_many_late_windows_are_read_as_a_set_of_slots_and_match_the_oracle(setti
     for tf in (ONE_MINUTE, timeframes.get("1h")) if read_mode == "auto" else (ONE_MINUTE,):
         plan, _ = run_tick_direct(settings, tf, as_of, utc(2030, 1, 1))
         assert len(plan.chunk.reads) > 4  # the set-of-slots path
-        assert run_tick_direct.read_mode == ("pruned" if read_mode == "auto" else "arrow")
+        assert (run_tick_direct.engine, run_tick_direct.read_mode) == (engine, "pruned" if read_mode == "auto" else "arrow")
         assert_closed_windows_match(catalog, tf, as_of, stored_trades(catalog))
     # The pruned read's scratch folder is gone with the read.
     trades_location = Path(load_trades(catalog, settings.namespace).location().removeprefix("file://"))

@@ -201,3 +201,34 @@ def test_ranges_cover_exactly_when_every_instant_of_the_inner_ranges_is_in_the_o
         for r in inner_ranges if r.end > r.start
     )
     assert ranges_cover(outer_ranges, inner_ranges) == want
+
+
+def test_files_planned_from_cached_manifests_are_the_files_pyiceberg_plans(settings, catalog, tmp_path):
+    """plan_trade_files picks files from manifest entries read once (ohlcv/manifests.py): for
+    random ranges, as of the current snapshot and of older ones (before a day was deleted), the
+    same files as pyiceberg's own planning of the same ranges."""
+    from pyiceberg.expressions import Or
+
+    from ohlcv.store import balanced_or, range_filter
+
+    for day in range(3):  # three ingests: three manifests, one file per day each
+        trades = generate(GenerateSpec(DAY + timedelta(days=day), DAY + timedelta(days=day + 2), symbols=2, exchanges=1,
+                                       trades_per_day=2_000, seed=day))
+        path = tmp_path / f"days-{day}.parquet"
+        pq.write_table(trades, path)
+        ingest_files(catalog, settings.namespace, [str(path)], "us", utc(2024, 3, 9))
+    table = load_trades(catalog, settings.namespace)
+    before_delete = table.current_snapshot().snapshot_id
+    table.delete(range_filter("timestamp", WindowRange(DAY + timedelta(days=1), DAY + timedelta(days=2))))
+    table = load_trades(catalog, settings.namespace)
+    generator = random.Random(5)
+    for snapshot_id in (None, before_delete, table.history()[1].snapshot_id):
+        for _ in range(20):
+            ranges = []
+            for _ in range(generator.randrange(1, 8)):
+                start = DAY + timedelta(minutes=generator.randrange(-600, 5 * 24 * 60))
+                ranges.append(WindowRange(start, start + timedelta(minutes=generator.choice([1, 10, 600, 3000]))))
+            ours = {task.file.file_path for task in plan_trade_files(table, ranges, snapshot_id)}
+            condition = balanced_or([range_filter("timestamp", rng) for rng in ranges], Or)
+            theirs = {task.file.file_path for task in table.scan(row_filter=condition, snapshot_id=snapshot_id).plan_files()}
+            assert ours == theirs, (snapshot_id, ranges)

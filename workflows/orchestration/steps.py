@@ -118,6 +118,7 @@ def _aggregate_summary(result: Aggregated) -> dict:
         "read_mode": result.read_mode,
         "deduplicated": result.deduplicated,
         "candle_order": result.candle_order,
+        "engine": result.engine,
         "spark_seconds": round(result.seconds, 3),
     }
 

@@ -37,6 +37,9 @@ class Aggregated:
     # "packed": trades ranked by one number per trade; "exact": some id needed the full order
     # (ohlcv/aggregate.py, compute_candles).
     candle_order: str = "exact"
+    # "spark", or "arrow": a request of few trades computed in the service's driver with no
+    # Spark job (ohlcv/arrow_candles.py, Settings.driver_max_trades).
+    engine: str = "spark"
 
 
 def count_group(chunk: Chunk, tf) -> tuple[tuple[datetime, datetime], ...]:
@@ -45,7 +48,8 @@ def count_group(chunk: Chunk, tf) -> tuple[tuple[datetime, datetime], ...]:
 
 
 def aggregate_chunk(settings: Settings, chunk: Chunk, request_id: str | None = None) -> Aggregated:
-    """Candles of every timeframe of the chunk over its read range (one Spark pass)."""
+    """Candles of every timeframe of the chunk over its read range (one Spark pass, or one
+    computation in the service's driver for few trades)."""
     service = spark_service(settings)  # keep the handle in a variable: see DESIGN section 6
     names = [tf.name for tf in chunk.timeframes]
     groups = tuple(dict.fromkeys(count_group(chunk, tf) for tf in chunk.timeframes))
@@ -55,7 +59,7 @@ def aggregate_chunk(settings: Settings, chunk: Chunk, request_id: str | None = N
     result = _await_with_watchdog(settings, ref, request_id)
     return Aggregated(
         result["candles"], result["source_counts"], result["files"], result["bytes"], result["read_mode"], result["seconds"],
-        result["trades_snapshot"], result["deduplicated"], result["candle_order"],
+        result["trades_snapshot"], result["deduplicated"], result["candle_order"], result["engine"],
     )
 
 

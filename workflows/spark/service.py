@@ -186,26 +186,66 @@ class SparkService:
         started = time.monotonic()
         chosen = [tfs.get(name) for name in timeframes]
         slot_us = min(tf.width_us for tf in chosen)  # every coarser width is a multiple of it
+        counted = tuple([WindowRange(lo, hi) for lo, hi in group] for group in count_groups)
 
-        def work(unique, plan) -> dict:
-            counted = tuple([WindowRange(lo, hi) for lo, hi in group] for group in count_groups)
-            # Every trade read lies in `ranges` (store.read_trades keeps no other).
-            read = [WindowRange(lo, hi) for lo, hi in ranges]
-            candles, order, counts = aggregate.compute_candles(unique, chosen, deduped=True, counted=counted, slot_us=slot_us,
-                                                               packed=self._packed_order_fits(settings, ranges, chosen), read=read)
+        def result(computed: aggregate.Computed, plan, engine: str) -> dict:
             return {
-                "candles": candles,
-                "source_counts": dict(zip(count_groups, counts)),
+                "candles": computed.candles,
+                "source_counts": dict(zip(count_groups, computed.counts)),
                 "files": plan.files,
                 "bytes": plan.bytes,
                 "read_mode": plan.mode,
                 "deduplicated": plan.deduplicated,
-                "candle_order": order,
+                "candle_order": computed.order,
+                "engine": engine,
                 "trades_snapshot": plan.snapshot,
                 "seconds": time.monotonic() - started,
             }
 
+        small = self._in_driver(settings, ranges, snapshot_id, lambda unique: aggregate.compute_candles_in_arrow(unique, chosen, counted=counted))
+        if small is not None:
+            return result(*small, "arrow")
+
+        def work(unique, plan) -> dict:
+            # Every trade read lies in `ranges` (store.read_trades keeps no other).
+            read = [WindowRange(lo, hi) for lo, hi in ranges]
+            computed = aggregate.compute_candles(unique, chosen, deduped=True, counted=counted, slot_us=slot_us,
+                                                 packed=self._packed_order_fits(settings, ranges, chosen), read=read)
+            return result(computed, plan, "spark")
+
         return self._over_trades(settings, ranges, request_id, ",".join(timeframes), work, snapshot_id=snapshot_id, slot_us=slot_us)
+
+    def _in_driver(self, settings: Settings, ranges: list[tuple[datetime, datetime]], snapshot_id: int | None, work):
+        """(`work(unique_trades)`, read plan) for a request the manifests estimate at no more than
+        `settings.driver_max_trades` trades, read and computed here in Arrow with no Spark job
+        (ohlcv/arrow_candles.py); None for a larger request, which Spark takes.
+
+        The trades are deduplicated exactly where `_over_trades` would deduplicate them."""
+        from ohlcv.arrow_candles import UNIQUE_COLUMNS, first_versions
+        from ohlcv.catalog import load_trades
+        from ohlcv.dedup import duplicate_days
+        from ohlcv.store import read_in_driver
+        from ohlcv.windows import WindowRange
+
+        if settings.driver_max_trades <= 0:
+            return None
+        windows = [WindowRange(start, end) for start, end in ranges]
+        try:
+            table = load_trades(self._catalog(settings), settings.namespace)
+            read = read_in_driver(table, windows, settings.driver_max_trades, snapshot_id)
+            if read is None:
+                return None
+            self.requests += 1
+            trades, plan = read
+            if duplicate_days(table, plan.snapshot).meets(windows):
+                unique = first_versions(trades)
+            else:
+                unique, plan = trades.select(UNIQUE_COLUMNS), dataclasses.replace(plan, deduplicated=False)
+            return work(unique), plan
+        except OhlcvError:
+            raise
+        except Exception as exc:  # the same meaning as a Spark request's failure, not the object
+            raise failure_kinds.classify(exc) from None
 
     def trade_counts(self, settings: Settings, timeframes: list[str], start: datetime, end: datetime) -> dict:
         """Distinct trades per (exchange, symbol, window) of each timeframe, for trades in [start, end)."""
