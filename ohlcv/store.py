@@ -385,24 +385,26 @@ def read_pruned(tasks: list[FileScanTask], ranges: list[WindowRange]) -> pa.Tabl
 
     pyarrow's own filtered scan does the same, but evaluates the whole OR of the ranges against
     every row group's statistics: over a second for a few hundred row groups and 100 ranges.
-    Here the ranges are merged and each test is a binary search."""
+    Here the ranges are merged and each test is a binary search.
+
+    A late window keeps a few hundred of the 32k trades its row group holds: the names are read
+    as dictionaries and made text only for the rows kept (a quarter off the read, measured)."""
     starts, ends = _merged_bounds(ranges)
     pieces = []
     for task in tasks:
         path = urlsplit(task.file.file_path).path if task.file.file_path.startswith("file:") else task.file.file_path
         try:
-            parquet = pq.ParquetFile(path)
+            parquet = pq.ParquetFile(path, read_dictionary=["exchange", "symbol"])
             column = parquet.schema_arrow.get_field_index("timestamp")
             groups = [i for i in range(parquet.num_row_groups)
                       if _meets(parquet.metadata.row_group(i).column(column).statistics, starts, ends)]
             if groups:
-                pieces.append(parquet.read_row_groups(groups, columns=list(TRADE_READ_COLUMNS)).cast(ARROW_TRADES))
+                read = parquet.read_row_groups(groups, columns=list(TRADE_READ_COLUMNS))
+                inside = in_ranges(read.column("timestamp").cast(pa.int64()).to_numpy(), ranges)
+                pieces.append(read.filter(pa.array(inside)).cast(ARROW_TRADES))
         except (pa.ArrowInvalid, OSError) as exc:  # the file's bytes, or a file gone: terminal, named
             raise DataFileError(f"{task.file.file_path}: {type(exc).__name__}: {exc}") from exc
-    if not pieces:
-        return ARROW_TRADES.empty_table()
-    read = pa.concat_tables(pieces)
-    return read.filter(pa.array(in_ranges(read.column("timestamp").cast(pa.int64()).to_numpy(), ranges)))
+    return pa.concat_tables(pieces) if pieces else ARROW_TRADES.empty_table()
 
 
 def in_ranges(values_us: np.ndarray, ranges: list[WindowRange]) -> np.ndarray:
