@@ -33,7 +33,7 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from ohlcv import schema as s
-from ohlcv.arrow_candles import COUNTED, candles_with_notional_schema, finest_candles, series_codes
+from ohlcv.arrow_candles import COUNTED, candles_with_notional_schema, finest_candles, series_codes, series_time_order
 from ohlcv.store import ranges_cover, spark_slots_condition
 from ohlcv.timeframes import Timeframe, rollup_parent
 from ohlcv.windows import WindowRange
@@ -345,14 +345,6 @@ def _collect(frame: DataFrame) -> pa.Table:
     return s.cast_to(table, target)
 
 
-def _sorting_order(codes: np.ndarray, starts: np.ndarray) -> np.ndarray:
-    """argsort by (code, start): of one int64 key when both fit in it (twice as fast as lexsort)."""
-    offsets = starts - starts.min()
-    if int(codes.max()).bit_length() + int(offsets.max()).bit_length() <= 62:
-        return np.argsort((codes << int(offsets.max()).bit_length()) | offsets)
-    return np.lexsort((starts, codes))
-
-
 def _series_order(table: pa.Table) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
     """(the row order that sorts by series then window_start, or None when the rows are in it
     already, as each roll-up returns them; series codes and window starts in us, in that order)."""
@@ -361,7 +353,7 @@ def _series_order(table: pa.Table) -> tuple[np.ndarray | None, np.ndarray, np.nd
     if len(codes) > 1:
         later = (codes[1:] > codes[:-1]) | ((codes[1:] == codes[:-1]) & (starts[1:] > starts[:-1]))
         if not later.all():
-            order = _sorting_order(codes, starts)
+            order = series_time_order(codes, starts)
             return order, codes[order], starts[order]
     return None, codes, starts
 

@@ -22,7 +22,7 @@ from ohlcv.store import in_ranges
 from ohlcv.timeframes import Timeframe
 from ohlcv.windows import WindowRange
 
-__all__ = ["UNIQUE_COLUMNS", "COUNTED", "first_versions", "series_codes", "finest_candles", "candles_with_notional_schema"]
+__all__ = ["UNIQUE_COLUMNS", "COUNTED", "first_versions", "series_codes", "series_time_order", "finest_candles", "candles_with_notional_schema"]
 
 # The columns of trades that hold one version each: what the candles are computed from.
 UNIQUE_COLUMNS = ["exchange", "symbol", "trade_id", "timestamp", "price", "quantity"]
@@ -60,22 +60,47 @@ def series_codes(table: pa.Table) -> np.ndarray:
     return rank[encoded.indices.to_numpy(zero_copy_only=False)]
 
 
+def series_time_order(codes: np.ndarray, stamps: np.ndarray) -> np.ndarray:
+    """argsort by (code, stamp): of one int64 key when both fit in it (twice as fast as lexsort).
+    Rows equal in both come in no particular order."""
+    offsets = stamps - stamps.min()
+    if int(codes.max()).bit_length() + int(offsets.max()).bit_length() <= 62:
+        return np.argsort((codes << int(offsets.max()).bit_length()) | offsets)
+    return np.lexsort((stamps, codes))
+
+
 def _exact_order(trades: pa.Table, codes: np.ndarray, stamps: np.ndarray) -> np.ndarray:
     """Row positions in (series, timestamp, id) order, the id ranked as aggregate._trade_order
     ranks it: ids of ASCII digits numerically (by significant length, then as text) before any
-    other id, other ids as text, and the id's own text last ("007" before "7")."""
-    ids = trades.column("trade_id").combine_chunks()
+    other id, other ids as text, and the id's own text last ("007" before "7").
+
+    Numbers order the rows by series and time; only the runs of trades that share a series and
+    an instant are then ranked by id, with Arrow's sort over the text keys (sorting every row
+    by them took 1.8 s of a 2.4M-trade request)."""
+    order = series_time_order(codes, stamps)
+    ordered_codes, ordered_stamps = codes[order], stamps[order]
+    same = (ordered_codes[1:] == ordered_codes[:-1]) & (ordered_stamps[1:] == ordered_stamps[:-1])
+    tied = np.zeros(len(order), dtype=bool)
+    tied[1:] |= same
+    tied[:-1] |= same
+    if not tied.any():
+        return order
+    # Each run of tied rows stays where it is; its rows are ranked among themselves.
+    positions = np.flatnonzero(tied)
+    rows = order[positions]
+    ids = trades.column("trade_id").take(pa.array(rows)).combine_chunks()
     digits = pc.fill_null(pc.ascii_is_decimal(ids), False)  # non-empty, only 0-9
     significant = pc.utf8_ltrim(ids, characters="0")
     keys = pa.table({
-        "series": codes,
-        "timestamp": stamps,
+        "series": codes[rows],
+        "timestamp": stamps[rows],
         "text": pc.if_else(digits, 0, 1),
         "length": pc.if_else(digits, pc.utf8_length(significant), 0),
         "significant": pc.if_else(digits, significant, ""),
         "trade_id": ids,
     })
-    return pc.sort_indices(keys, [(name, "ascending") for name in keys.column_names]).to_numpy()
+    order[positions] = rows[pc.sort_indices(keys, [(name, "ascending") for name in keys.column_names]).to_numpy()]
+    return order
 
 
 def candles_with_notional_schema(counted: int = 0) -> pa.Schema:
