@@ -22,9 +22,11 @@ from pyiceberg.table import Table
 
 __all__ = ["CACHED_MANIFESTS", "data_files_meeting"]
 
-# Manifests whose entries are kept, the least recently used dropped first: a year of daily
-# ingests and ticks is a few thousand manifests; their entries a few KB per data file.
-CACHED_MANIFESTS = 2048
+# Manifests whose entries are kept, the least recently used dropped first. An entry is a few KB
+# (a data file's path, partition and column statistics) and a manifest of ingest or commit holds
+# a few to a few dozen: at most some tens of MB. A tick only reads the newest manifests (the
+# others' partition summaries rule them out); a backfill over a year may cycle through more.
+CACHED_MANIFESTS = 512
 
 _entries: OrderedDict[str, tuple[DataFile, ...]] = OrderedDict()
 _lock = threading.Lock()  # the Spark service serves several requests at once, each in a thread
