@@ -273,10 +273,13 @@ def compute_candles(
     return _rolled_up(tfs, counted, lambda tf, groups: _from_trades(trades, tf, deduped, groups, slot_us, packed, read))
 
 
-def compute_candles_in_arrow(unique: pa.Table, tfs: list[Timeframe], *, counted: tuple[list[WindowRange], ...] = ()) -> Computed:
+def compute_candles_in_arrow(
+    unique: pa.Table, tfs: list[Timeframe], *, counted: tuple[list[WindowRange], ...] = (), read: list[WindowRange] | None = None,
+) -> Computed:
     """`compute_candles` of trades already in the driver, holding one version each, computed in
-    Arrow with no Spark job (ohlcv/arrow_candles.py): always in the exact order."""
-    return _rolled_up(tfs, counted, lambda tf, groups: (finest_candles(unique, tf, groups), "exact"))
+    Arrow with no Spark job (ohlcv/arrow_candles.py): always in the exact order. `read`: ranges
+    every trade lies in (see arrow_candles.finest_candles)."""
+    return _rolled_up(tfs, counted, lambda tf, groups: (finest_candles(unique, tf, groups, read), "exact"))
 
 
 def _rolled_up(tfs: list[Timeframe], counted: tuple[list[WindowRange], ...], from_trades) -> Computed:

@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ohlcv import schema as s
-from ohlcv.store import in_ranges
+from ohlcv.store import in_ranges, ranges_cover
 from ohlcv.timeframes import Timeframe
 from ohlcv.windows import WindowRange
 
@@ -114,10 +114,13 @@ def candles_with_notional_schema(counted: int = 0) -> pa.Schema:
     return target
 
 
-def finest_candles(unique: pa.Table, tf: Timeframe, counted: tuple[list[WindowRange], ...] = ()) -> pa.Table:
+def finest_candles(
+    unique: pa.Table, tf: Timeframe, counted: tuple[list[WindowRange], ...] = (), read: list[WindowRange] | None = None,
+) -> pa.Table:
     """Candles of `tf` from trades holding one version each (UNIQUE_COLUMNS), with `notional` and,
     per group of `counted` ranges, the window's trades whose own timestamp lies in the group:
-    what aggregate.candles computes in Spark, in (series, window) order."""
+    what aggregate.candles computes in Spark, in (series, window) order. `read`: ranges every
+    trade lies in; a group that covers them counts every trade without a test."""
     target = candles_with_notional_schema(len(counted))
     if unique.num_rows == 0:
         return target.empty_table()
@@ -153,5 +156,8 @@ def finest_candles(unique: pa.Table, tf: Timeframe, counted: tuple[list[WindowRa
         "notional": notional,
     }
     for index, ranges in enumerate(counted):
-        columns[f"{COUNTED}{index}"] = np.add.reduceat(in_ranges(stamps, ranges).astype(np.int64), heads)
+        if read is not None and ranges_cover(ranges, read):
+            columns[f"{COUNTED}{index}"] = columns["trade_count"]
+        else:
+            columns[f"{COUNTED}{index}"] = np.add.reduceat(in_ranges(stamps, ranges).astype(np.int64), heads)
     return s.cast_to(pa.table(columns), target)

@@ -76,9 +76,13 @@ def test_counts_per_series_are_the_trades_whose_own_timestamp_lies_in_each_group
     trades = unique_trades(_as_trades(drawn))
     half_hour = timedelta(minutes=30)
     start = BASE - timedelta(days=1) + first_slot * half_hour
+    # Every trade lies in `read`; the last group covers it, so it counts every trade untested.
+    read = [WindowRange(BASE - timedelta(days=1), BASE + timedelta(days=2, minutes=1))]
     groups = ([WindowRange(start, start + slots * half_hour)],
-              [WindowRange(BASE, BASE + timedelta(minutes=5)), WindowRange(BASE + timedelta(hours=1), BASE + timedelta(days=1))])
-    computed = compute_candles_in_arrow(first_versions(_table(trades)), [timeframes.get("1m"), timeframes.get("1h")], counted=groups)
+              [WindowRange(BASE, BASE + timedelta(minutes=5)), WindowRange(BASE + timedelta(hours=1), BASE + timedelta(days=1))],
+              [WindowRange(BASE - timedelta(days=2), BASE + timedelta(days=3))])
+    computed = compute_candles_in_arrow(first_versions(_table(trades)), [timeframes.get("1m"), timeframes.get("1h")],
+                                        counted=groups, read=read)
     for ranges, counts in zip(groups, computed.counts):
         want: dict[tuple, int] = {}
         for t in trades:

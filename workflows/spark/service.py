@@ -202,13 +202,14 @@ class SparkService:
                 "seconds": time.monotonic() - started,
             }
 
-        small = self._in_driver(settings, ranges, snapshot_id, lambda unique: aggregate.compute_candles_in_arrow(unique, chosen, counted=counted))
+        # Every trade read lies in `ranges` (store.read_in_driver and store.read_trades keep no other).
+        read = [WindowRange(lo, hi) for lo, hi in ranges]
+        small = self._in_driver(settings, ranges, snapshot_id,
+                                lambda unique: aggregate.compute_candles_in_arrow(unique, chosen, counted=counted, read=read))
         if small is not None:
             return result(*small, "arrow")
 
         def work(unique, plan) -> dict:
-            # Every trade read lies in `ranges` (store.read_trades keeps no other).
-            read = [WindowRange(lo, hi) for lo, hi in ranges]
             computed = aggregate.compute_candles(unique, chosen, deduped=True, counted=counted, slot_us=slot_us,
                                                  packed=self._packed_order_fits(settings, ranges, chosen), read=read)
             return result(computed, plan, "spark")
