@@ -95,7 +95,10 @@ def main(work: Path, mode: str) -> dict:
 
     # The head has no CPU: executors (which ask for CPUs) can only land on the two workers;
     # the service, the workflow manager and the steps ask for none and stay on the head.
+    # These days are small enough for the driver's own engine: driver_max_trades=0 sends every
+    # request to Spark's executors, whose spread and loss this script is about.
     settings = from_environment().with_overrides(
+        driver_max_trades=0,
         spark_executors=2, spark_executor_cores=1, spark_executor_memory="1g", spark_placement="SPREAD",
         step_retry_delay=1.0, step_timeout=180.0, step_retries=3,
     )
