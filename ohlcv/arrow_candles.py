@@ -18,11 +18,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ohlcv import schema as s
-from ohlcv.store import in_ranges, ranges_cover
+from ohlcv.store import ReadPlan, in_ranges, ranges_cover, read_in_driver
 from ohlcv.timeframes import Timeframe
 from ohlcv.windows import WindowRange
 
-__all__ = ["UNIQUE_COLUMNS", "COUNTED", "first_versions", "series_codes", "series_time_order", "finest_candles", "candles_with_notional_schema"]
+__all__ = ["UNIQUE_COLUMNS", "COUNTED", "unique_trades", "first_versions", "series_codes", "series_time_order", "finest_candles", "candles_with_notional_schema"]
 
 # The columns of trades that hold one version each: what the candles are computed from.
 UNIQUE_COLUMNS = ["exchange", "symbol", "trade_id", "timestamp", "price", "quantity"]
@@ -34,6 +34,24 @@ _US_PER_DAY = 86_400_000_000
 # Hidden columns of candles that count trades for the reconciliation (ohlcv/aggregate.py,
 # compute_candles), whichever engine computed them: COUNTED0, COUNTED1, ...
 COUNTED = "counted_"
+
+
+def unique_trades(table, ranges: list[WindowRange], max_rows: int, snapshot_id: int | None = None) -> tuple[pa.Table, ReadPlan] | None:
+    """The trades table's trades in `ranges`, one version each (UNIQUE_COLUMNS), read in this
+    process, and how (store.read_in_driver); None when the manifests estimate more than
+    `max_rows`. Deduplicated only where the snapshot read may hold two versions of a trade
+    (ohlcv/dedup.py), as a Spark read is."""
+    import dataclasses
+
+    from ohlcv.dedup import duplicate_days
+
+    read = read_in_driver(table, ranges, max_rows, snapshot_id)
+    if read is None:
+        return None
+    trades, plan = read
+    if duplicate_days(table, plan.snapshot).meets(ranges):
+        return first_versions(trades), plan
+    return trades.select(UNIQUE_COLUMNS), dataclasses.replace(plan, deduplicated=False)
 
 
 def first_versions(trades: pa.Table) -> pa.Table:

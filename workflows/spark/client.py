@@ -13,7 +13,7 @@ from ohlcv.errors import TransientError
 from ohlcv.settings import Settings
 from ohlcv.windows import Chunk, WindowRange
 from workflows.runtime import call, import_ray
-from workflows.spark.service import live_executors, spark_service, stop_service
+from workflows.spark.service import candles_without_spark, existing_service, live_executors, spark_service, start_service, stop_service
 
 __all__ = ["Aggregated", "count_group", "aggregate_chunk", "WATCHDOG_SECONDS", "trade_counts", "cancel_request"]
 
@@ -48,19 +48,38 @@ def count_group(chunk: Chunk, tf) -> tuple[tuple[datetime, datetime], ...]:
 
 
 def aggregate_chunk(settings: Settings, chunk: Chunk, request_id: str | None = None) -> Aggregated:
-    """Candles of every timeframe of the chunk over its read range (one Spark pass, or one
-    computation in the service's driver for few trades)."""
-    service = spark_service(settings)  # keep the handle in a variable: see DESIGN section 6
+    """Candles of every timeframe of the chunk over its read range: one Spark pass, or for few
+    trades one computation in Arrow, in the service's driver, or here while the service is
+    still starting (a cold command's first tick does not wait the 20 s RayDP takes)."""
     names = [tf.name for tf in chunk.timeframes]
     groups = tuple(dict.fromkeys(count_group(chunk, tf) for tf in chunk.timeframes))
-    request_id = request_id or f"aggregate-{chunk.read}"
     reads = [(rng.start, rng.end) for rng in chunk.read_ranges]
-    ref = service.aggregate.remote(settings, names, reads, request_id, groups, chunk.trades_snapshot)
-    result = _await_with_watchdog(settings, ref, request_id)
+    result = None
+    if not _service_ready(settings):
+        from ohlcv.catalog import open_catalog
+
+        result = candles_without_spark(open_catalog(settings), settings, names, reads, groups, chunk.trades_snapshot)
+    if result is None:
+        service = spark_service(settings)  # keep the handle in a variable: see DESIGN section 6
+        request_id = request_id or f"aggregate-{chunk.read}"
+        ref = service.aggregate.remote(settings, names, reads, request_id, groups, chunk.trades_snapshot)
+        result = _await_with_watchdog(settings, ref, request_id)
     return Aggregated(
         result["candles"], result["source_counts"], result["files"], result["bytes"], result["read_mode"], result["seconds"],
         result["trades_snapshot"], result["deduplicated"], result["candle_order"], result["engine"],
     )
+
+
+def _service_ready(settings: Settings) -> bool:
+    """Whether the Spark service's session is up; when it is not, its start is begun (or goes
+    on) in the background, for the requests that need Spark."""
+    if settings.driver_max_trades <= 0:
+        return True  # every request goes to Spark: nothing to do without it
+    try:
+        return bool(call(existing_service().info.remote(), timeout=10).get("ready", True))  # older services: no flag
+    except Exception:  # noqa: BLE001 - no service yet, or one that does not answer: start one
+        start_service(settings)
+        return False
 
 
 WATCHDOG_SECONDS = 5.0

@@ -30,7 +30,10 @@ from workflows.spark.java import require_java
 from workflows.spark.native_copies import prune_native_copies
 from workflows.spark.sizing import SparkSizing, plan_sizing, spark_configs
 
-__all__ = ["SERVICE_NAME", "SparkService", "start_service", "spark_service", "stop_service", "live_executors"]
+__all__ = [
+    "SERVICE_NAME", "SparkService", "start_service", "spark_service", "existing_service", "stop_service", "live_executors",
+    "aggregate_result", "candles_without_spark",
+]
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +96,7 @@ class SparkService:
             "placement": self.sizing.placement,
             "native_copies_removed": self.native_copies_removed,
             "pid": os.getpid(),
+            "ready": self.spark is not None,  # the Spark session is up (`start` returned)
             # Spark jobs running now (a request's aggregation is one): whether Spark is busy.
             "active_jobs": len(self.spark.sparkContext.statusTracker().getActiveJobsIds()) if self.spark is not None else 0,
         }
@@ -188,65 +192,19 @@ class SparkService:
         slot_us = min(tf.width_us for tf in chosen)  # every coarser width is a multiple of it
         counted = tuple([WindowRange(lo, hi) for lo, hi in group] for group in count_groups)
 
-        def result(computed: aggregate.Computed, plan, engine: str) -> dict:
-            return {
-                "candles": computed.candles,
-                "source_counts": dict(zip(count_groups, computed.counts)),
-                "files": plan.files,
-                "bytes": plan.bytes,
-                "read_mode": plan.mode,
-                "deduplicated": plan.deduplicated,
-                "candle_order": computed.order,
-                "engine": engine,
-                "trades_snapshot": plan.snapshot,
-                "seconds": time.monotonic() - started,
-            }
-
-        # Every trade read lies in `ranges` (store.read_in_driver and store.read_trades keep no other).
-        read = [WindowRange(lo, hi) for lo, hi in ranges]
-        small = self._in_driver(settings, ranges, snapshot_id,
-                                lambda unique: aggregate.compute_candles_in_arrow(unique, chosen, counted=counted, read=read))
+        small = candles_without_spark(self._catalog(settings), settings, timeframes, ranges, count_groups, snapshot_id)
         if small is not None:
-            return result(*small, "arrow")
+            self.requests += 1
+            return small
 
         def work(unique, plan) -> dict:
+            # Every trade read lies in `ranges` (store.read_trades keeps no other).
+            read = [WindowRange(lo, hi) for lo, hi in ranges]
             computed = aggregate.compute_candles(unique, chosen, deduped=True, counted=counted, slot_us=slot_us,
                                                  packed=self._packed_order_fits(settings, ranges, chosen), read=read)
-            return result(computed, plan, "spark")
+            return aggregate_result(computed, plan, "spark", count_groups, started)
 
         return self._over_trades(settings, ranges, request_id, ",".join(timeframes), work, snapshot_id=snapshot_id, slot_us=slot_us)
-
-    def _in_driver(self, settings: Settings, ranges: list[tuple[datetime, datetime]], snapshot_id: int | None, work):
-        """(`work(unique_trades)`, read plan) for a request the manifests estimate at no more than
-        `settings.driver_max_trades` trades, read and computed here in Arrow with no Spark job
-        (ohlcv/arrow_candles.py); None for a larger request, which Spark takes.
-
-        The trades are deduplicated exactly where `_over_trades` would deduplicate them."""
-        from ohlcv.arrow_candles import UNIQUE_COLUMNS, first_versions
-        from ohlcv.catalog import load_trades
-        from ohlcv.dedup import duplicate_days
-        from ohlcv.store import read_in_driver
-        from ohlcv.windows import WindowRange
-
-        if settings.driver_max_trades <= 0:
-            return None
-        windows = [WindowRange(start, end) for start, end in ranges]
-        try:
-            table = load_trades(self._catalog(settings), settings.namespace)
-            read = read_in_driver(table, windows, settings.driver_max_trades, snapshot_id)
-            if read is None:
-                return None
-            self.requests += 1
-            trades, plan = read
-            if duplicate_days(table, plan.snapshot).meets(windows):
-                unique = first_versions(trades)
-            else:
-                unique, plan = trades.select(UNIQUE_COLUMNS), dataclasses.replace(plan, deduplicated=False)
-            return work(unique), plan
-        except OhlcvError:
-            raise
-        except Exception as exc:  # the same meaning as a Spark request's failure, not the object
-            raise failure_kinds.classify(exc) from None
 
     def trade_counts(self, settings: Settings, timeframes: list[str], start: datetime, end: datetime) -> dict:
         """Distinct trades per (exchange, symbol, window) of each timeframe, for trades in [start, end)."""
@@ -303,6 +261,56 @@ class SparkService:
         raydp.stop_spark()
 
 
+def aggregate_result(computed, plan, engine: str, count_groups: tuple, started: float) -> dict:
+    """What an aggregation request returns (workflows.spark.client.Aggregated's fields)."""
+    return {
+        "candles": computed.candles,
+        "source_counts": dict(zip(count_groups, computed.counts)),
+        "files": plan.files,
+        "bytes": plan.bytes,
+        "read_mode": plan.mode,
+        "deduplicated": plan.deduplicated,
+        "candle_order": computed.order,
+        "engine": engine,
+        "trades_snapshot": plan.snapshot,
+        "seconds": time.monotonic() - started,
+    }
+
+
+def candles_without_spark(
+    catalog, settings: Settings, timeframes: list[str], ranges: list[tuple[datetime, datetime]],
+    count_groups: tuple = (), snapshot_id: int | None = None,
+) -> dict | None:
+    """`SparkService.aggregate`'s result for a request the manifests estimate at no more than
+    `settings.driver_max_trades` trades, read and computed in this process in Arrow, with no
+    Spark job (ohlcv/arrow_candles.py); None for a larger request, which Spark takes. The
+    service's driver runs it, and so does a step whose Spark service is still starting (see
+    workflows.spark.client.aggregate_chunk). The trades are deduplicated exactly where a Spark
+    request would deduplicate them."""
+    from ohlcv import aggregate, timeframes as tfs
+    from ohlcv.arrow_candles import unique_trades
+    from ohlcv.catalog import load_trades
+    from ohlcv.windows import WindowRange
+
+    if settings.driver_max_trades <= 0:
+        return None
+    started = time.monotonic()
+    windows = [WindowRange(start, end) for start, end in ranges]
+    try:
+        read = unique_trades(load_trades(catalog, settings.namespace), windows, settings.driver_max_trades, snapshot_id)
+        if read is None:
+            return None
+        unique, plan = read
+        counted = tuple([WindowRange(lo, hi) for lo, hi in group] for group in count_groups)
+        # Every trade read lies in `ranges` (store.read_in_driver keeps no other).
+        computed = aggregate.compute_candles_in_arrow(unique, [tfs.get(name) for name in timeframes], counted=counted, read=windows)
+        return aggregate_result(computed, plan, "arrow", count_groups, started)
+    except OhlcvError:
+        raise
+    except Exception as exc:  # the same meaning as a Spark request's failure
+        raise failure_kinds.classify(exc) from None
+
+
 def _prune_native_copies() -> int:
     """Delete the copies of Ray's Java library this start (and earlier ones) left in /tmp/ray:
     both JVMs have loaded theirs by now (workflows/spark/native_copies.py). A failure here is
@@ -321,12 +329,12 @@ def start_service(settings: Settings) -> None:
     the workflow's own start-up; the first step that needs Spark then waits for the rest.
     """
     ensure_ray(settings)
-    if _existing_service() is None:
+    if existing_service() is None:
         handle = _create(settings)  # in a variable: a method called on a temporary handle fails
         handle.start.remote()
 
 
-def _existing_service():
+def existing_service():
     """The running service's handle, or None."""
     try:
         return import_ray().get_actor(SERVICE_NAME, namespace=NAMESPACE)
@@ -360,7 +368,7 @@ def spark_service(settings: Settings):
     if not settings.ray_address and not ray.is_initialized():
         require_java()  # fail before paying for a local Ray start; remote nodes check their own Java
     ensure_ray(settings)
-    handle = _existing_service() or _create(settings)
+    handle = existing_service() or _create(settings)
     try:
         info = ray.get(handle.start.remote())  # at once when it runs; else waits for the one start
     except Exception as exc:
@@ -398,7 +406,7 @@ def live_executors() -> int:
 
 def stop_service() -> bool:
     """Stop the Spark service if one runs; True when one was stopped."""
-    handle = _existing_service()
+    handle = existing_service()
     if handle is None:
         return False
     ray = import_ray()
