@@ -122,7 +122,6 @@ def _trade_order() -> Column:
     )
 
 
-
 # A hidden column of packed-order candles: above 0 where the packed order cannot rank the window's
 # trades, so its open and close may be wrong and the exact order must decide.
 UNORDERED = "unordered_ids"

@@ -54,13 +54,13 @@ def aggregate_chunk(settings: Settings, chunk: Chunk, request_id: str | None = N
     names = [tf.name for tf in chunk.timeframes]
     groups = tuple(dict.fromkeys(count_group(chunk, tf) for tf in chunk.timeframes))
     reads = [(rng.start, rng.end) for rng in chunk.read_ranges]
-    result = None
-    if not _service_ready(settings):
+    service, result = _ready_service(settings), None
+    if service is None:  # still starting: a request of few trades is computed here meanwhile
         from ohlcv.catalog import open_catalog
 
         result = candles_without_spark(open_catalog(settings), settings, names, reads, groups, chunk.trades_snapshot)
     if result is None:
-        service = spark_service(settings)  # keep the handle in a variable: see DESIGN section 6
+        service = service or spark_service(settings)  # keep the handle in a variable: see DESIGN section 6
         request_id = request_id or f"aggregate-{chunk.read}"
         ref = service.aggregate.remote(settings, names, reads, request_id, groups, chunk.trades_snapshot)
         result = _await_with_watchdog(settings, ref, request_id)
@@ -70,16 +70,19 @@ def aggregate_chunk(settings: Settings, chunk: Chunk, request_id: str | None = N
     )
 
 
-def _service_ready(settings: Settings) -> bool:
-    """Whether the Spark service's session is up; when it is not, its start is begun (or goes
-    on) in the background, for the requests that need Spark."""
+def _ready_service(settings: Settings):
+    """The Spark service's handle when its session is up (one call, no second round trip to
+    find it), or when every request must go to Spark (after waiting for its start); otherwise
+    None, its start begun (or going on) in the background for the requests that need Spark."""
     if settings.driver_max_trades <= 0:
-        return True  # every request goes to Spark: nothing to do without it
+        return spark_service(settings)
     try:
-        return bool(call(existing_service().info.remote(), timeout=10).get("ready", True))  # older services: no flag
+        handle = existing_service()
+        if call(handle.info.remote(), timeout=10).get("ready", True):  # older services: no flag
+            return handle
     except Exception:  # noqa: BLE001 - no service yet, or one that does not answer: start one
         start_service(settings)
-        return False
+    return None
 
 
 WATCHDOG_SECONDS = 5.0
