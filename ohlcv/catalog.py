@@ -16,6 +16,7 @@ from pyiceberg.table import Table
 from ohlcv import schema as s
 from ohlcv.errors import ConfigError, SchemaMismatch, TableNotFound
 from ohlcv.object_store import check_bucket
+from ohlcv.parquet_writer import DICTIONARY_COLUMNS
 from ohlcv.settings import Settings
 from ohlcv.timeframes import TIMEFRAMES, Timeframe
 
@@ -82,12 +83,21 @@ def open_catalog(settings: Settings) -> Catalog:
 # filling pyarrow's default 2 MB dictionary only to drop it. That halved the write of 30 days of
 # 1m candles (a late tick's commit: 0.98 -> 0.48 s for 30 files of 43k rows, files 8% smaller,
 # reads no slower, measured).
-CANDLE_TABLE_PROPERTIES = {"commit.retry.num-retries": "0", "write.parquet.dict-size-bytes": "16384"}
+#
+# Dictionaries only for the names, the dates and a commit's timestamps (ohlcv/parquet_writer.py):
+# 30 files of 43k 1m candles written in 0.44 s, against 0.73 s with the 16 KB limit alone.
+CANDLE_TABLE_PROPERTIES = {
+    "commit.retry.num-retries": "0",
+    "write.parquet.dict-size-bytes": "16384",
+    DICTIONARY_COLUMNS: "symbol,exchange,window_date,created_at,updated_at",
+}
 # Ingest writes trades in time order (ingest.in_time_order), in row groups of this many rows:
 # a read of a few minutes (a tick's lookback, a late window of any age) then skips every other
 # row group by its timestamp statistics, where pyiceberg's default (about a million rows, half
 # a day of a busy exchange) made it read whole days.
-TRADES_TABLE_PROPERTIES = {"write.parquet.row-group-limit": "32768"}
+# Trade ids, prices and quantities are nearly all distinct: written plainly (see
+# ohlcv/parquet_writer.py), a row group decodes in half the time.
+TRADES_TABLE_PROPERTIES = {"write.parquet.row-group-limit": "32768", DICTIONARY_COLUMNS: "exchange,symbol,side,ingested_at"}
 # The trade id index is rewritten whole by each ingest (ohlcv/dedup.py): a commit on a base
 # that moved must fail and be redone from the new index, never be rebased over another
 # ingest's rewrite (which would drop that ingest's entries).

@@ -16,7 +16,10 @@ import uuid
 
 import numpy as np
 import pyarrow as pa
-from pyiceberg.table import Table
+from pyiceberg.table import Table, Transaction
+from pyiceberg.table.metadata import TableMetadata
+
+from ohlcv.parquet_writer import write_data_files
 
 __all__ = ["append_in_order", "partition_runs", "partition_values", "replace_files", "write_in_order"]
 
@@ -55,7 +58,7 @@ def partition_runs(table: Table, rows: pa.Table) -> list[tuple[object, int, int]
 def write_in_order(table: Table, rows: pa.Table) -> list | None:
     """Data files holding `rows`, each partition's run of rows written as a slice (see above);
     None when the rows are not in partition order. Nothing is committed."""
-    from pyiceberg.io.pyarrow import _check_pyarrow_schema_compatible, bin_pack_arrow_table, pyarrow_to_schema, write_file
+    from pyiceberg.io.pyarrow import _check_pyarrow_schema_compatible, bin_pack_arrow_table, pyarrow_to_schema
     from pyiceberg.partitioning import PartitionFieldValue, PartitionKey
     from pyiceberg.table import TableProperties, WriteTask
     from pyiceberg.utils.properties import property_as_int
@@ -79,13 +82,13 @@ def write_in_order(table: Table, rows: pa.Table) -> list | None:
             return [run.to_batches()]
         return list(bin_pack_arrow_table(run, target_size))
 
-    tasks = (
+    tasks = [
         WriteTask(write_uuid=write_uuid, task_id=next(counter), record_batches=batches, schema=task_schema,
                   partition_key=PartitionKey([PartitionFieldValue(spec.fields[0], value)], spec, schema))
         for value, start, count in runs
         for batches in files_of(rows.slice(start, count))
-    )
-    return list(write_file(io=table.io, table_metadata=metadata, tasks=tasks))
+    ]
+    return write_data_files(table.io, metadata, tasks)
 
 
 def append_in_order(table: Table, rows: pa.Table, properties: dict[str, str]) -> None:
@@ -103,10 +106,26 @@ def append_in_order(table: Table, rows: pa.Table, properties: dict[str, str]) ->
     replace_files(table, [], written, properties)
 
 
+class _Transaction(Transaction):
+    """pyiceberg's transaction, with its metadata built once per change of its updates.
+
+    pyiceberg rebuilds the metadata, a deep copy of every snapshot and log entry, each time
+    its snapshot producer reads `table_metadata`: about 20 times a commit, 0.46 s of a late
+    tick's 1.7 s commit over 30 days of 1m candles (measured). Its metadata models are frozen,
+    so one copy can serve every read until the transaction stages another update."""
+
+    @property
+    def table_metadata(self) -> TableMetadata:
+        built = getattr(self, "_built", None)
+        if built is None or built[0] is not self._updates:
+            built = self._built = (self._updates, super().table_metadata)
+        return built[1]
+
+
 def replace_files(table: Table, removed: list, added: list, properties: dict[str, str]) -> None:
     """One snapshot with `properties` that removes the data files `removed` and adds `added`
     (a fast append when it removes none)."""
-    with table.transaction() as transaction:
+    with _Transaction(table) as transaction:
         update = transaction.update_snapshot(snapshot_properties=properties)
         with (update.overwrite() if removed else update.fast_append()) as snapshot:
             for data_file in removed:

@@ -70,22 +70,24 @@ def test_two_writers_at_once_lose_nothing_and_duplicate_nothing(settings, catalo
 
 
 @BOTH_CATALOGS
-def test_a_commit_that_loses_the_race_fails_cleanly_and_succeeds_when_retried(settings, catalog):
+def test_a_commit_that_loses_the_race_fails_cleanly_and_succeeds_when_retried(settings, catalog, monkeypatch):
     """Writer B commits in the middle of writer A's commit, after A has read the table and
     before A writes: A must not overwrite B's commit blindly, but fail with CommitConflict."""
+    from ohlcv import store
+
     start = utc(2024, 8, 2)
     range_a, range_b = WindowRange(start, start + timedelta(minutes=30)), WindowRange(start + timedelta(minutes=15), start + timedelta(minutes=45))
     table_a = load_candles(catalog, settings.namespace, ONE_MINUTE)
     table_b = load_candles(catalog, settings.namespace, ONE_MINUTE)
-    real_transaction = table_a.transaction  # where A's commit writes its snapshot (store._StoredFiles)
+    real_replace_files = store.replace_files  # where A's commit writes its snapshot (store._StoredFiles)
     interleaved = []
 
-    def transaction_after_b_commits(*args, **kwargs):
-        if not interleaved:
+    def replace_files_after_b_commits(table, *args, **kwargs):
+        if table is table_a and not interleaved:
             interleaved.append(commit_candles(table_b, minute_candles(range_b.start, 30, 100.0), range_b, utc(2030, 1, 2)))
-        return real_transaction(*args, **kwargs)
+        return real_replace_files(table, *args, **kwargs)
 
-    table_a.transaction = transaction_after_b_commits
+    monkeypatch.setattr(store, "replace_files", replace_files_after_b_commits)
     with pytest.raises(CommitConflict, match="another writer committed first"):
         commit_candles(table_a, minute_candles(range_a.start, 30, 100.0), range_a, utc(2030, 1, 1))
     assert interleaved and interleaved[0].snapshot_id is not None  # B's commit went through
