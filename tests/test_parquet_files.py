@@ -148,3 +148,32 @@ def test_the_footer_cache_keeps_within_its_file_count_and_byte_budget(tmp_path, 
     # A file whose footer was dropped is still answered, from its kept bounds.
     assert row_groups_meeting(paths[-5], "timestamp", starts, ends).footer is None
     assert row_groups_meeting(paths[-5], "timestamp", starts, ends).indices == _brute_force(paths[-5], [(int(starts[0]), int(ends[0]))])
+
+
+@hypothesis_settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(offsets=st.lists(st.integers(0, 300), min_size=1, max_size=150), in_order=st.booleans(), data=st.data())
+def test_a_pruned_read_keeps_exactly_the_trades_in_the_ranges_whether_or_not_files_are_in_time_order(settings, offsets, in_order, data):
+    """Files in time order take each range's run by a binary search (as slices while the runs
+    are few); others, and many runs, test every row: each way against a plain filter. Ranges
+    start and end on trades, or a second beside one (an end is exclusive); up to 100 of them,
+    past the 64 runs taken as slices."""
+    from ohlcv.store import plan_trade_files, read_pruned
+    from ohlcv.windows import WindowRange
+
+    near_a_trade = st.builds(lambda at, shift: at + shift, st.sampled_from(offsets), st.integers(-1, 1))
+    spans = data.draw(st.lists(st.tuples(near_a_trade, st.integers(1, 6)), min_size=1, max_size=100))
+
+    catalog = open_catalog(settings)
+    table = catalog.create_table(f"{settings.namespace}.trades_{uuid.uuid4().hex[:8]}", s.TRADES_SCHEMA, partition_spec=s.trades_spec(),
+                                 properties={**TRADES_TABLE_PROPERTIES, "write.parquet.row-group-limit": "16"})
+    try:
+        rows = trades(sorted(offsets) if in_order else offsets)
+        table.append(rows)  # pyiceberg's append: rows stay in the order given
+        ranges = sorted({WindowRange(START + timedelta(seconds=lo), START + timedelta(seconds=lo + length)) for lo, length in spans})
+        kept = read_pruned(plan_trade_files(table, ranges), ranges)
+        stamps = [START + timedelta(seconds=offset) for offset in offsets]
+        expected = sorted(str(10_000 + i) for i, at in enumerate(sorted(stamps) if in_order else stamps)
+                          if any(r.start <= at < r.end for r in ranges))
+        assert sorted(kept.column("trade_id").to_pylist()) == expected
+    finally:
+        catalog.drop_table(table.name())
