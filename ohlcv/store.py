@@ -183,7 +183,9 @@ def rows_in_range(table: Table, tasks: list[FileScanTask], ranges: WindowRange |
     Each file counts its rows times the share of its timestamp span (the column bounds its
     manifest entry keeps) that the ranges cover. A file without bounds counts whole.
     """
-    bounds = [(micros(rng.start), micros(rng.end)) for rng in _as_ranges(ranges)]
+    listed = _as_ranges(ranges)
+    los = np.array([micros(rng.start) for rng in listed], dtype="int64")
+    his = np.array([micros(rng.end) for rng in listed], dtype="int64")
     total = 0.0
     for task in tasks:
         span = _timestamp_bounds(table, task)
@@ -192,7 +194,8 @@ def rows_in_range(table: Table, tasks: list[FileScanTask], ranges: WindowRange |
             continue
         first, last = span
         width = last - first + 1
-        covered = sum(max(0, min(hi, last + 1) - max(lo, first)) for lo, hi in bounds)
+        # Arrays, not a loop over the ranges: a late tick's 100 ranges over 250 files took 0.2 s.
+        covered = int(np.clip(np.minimum(his, last + 1) - np.maximum(los, first), 0, None).sum())
         total += task.file.record_count * min(covered, width) / width
     return round(total)
 
