@@ -409,10 +409,11 @@ def ingest_files(
         trades.refresh()
         checked = trades.current_snapshot()
         repeats, properties, landing_ranges = _first_versions(trades, index, checked, valid)
-        if repeats.any():
-            counts[DUPLICATE] = int(repeats.sum())
+        duplicates = int(repeats.sum())
+        if duplicates:
+            counts[DUPLICATE] = duplicates
             stamp = pa.scalar(now, pa.timestamp("us", tz="UTC"))
-            reasons = pa.repeat(pa.scalar(DUPLICATE, pa.string()), int(repeats.sum()))
+            reasons = pa.repeat(pa.scalar(DUPLICATE, pa.string()), duplicates)
             repeated_rows = np.zeros_like(valid_rows)
             repeated_rows[valid_rows] = repeats  # the file's rows behind the repeated valid ones
             bad = pa.concat_tables([bad, _quarantine_rows(table, repeated_rows, reasons, str(path), stamp)])
@@ -427,7 +428,7 @@ def ingest_files(
             append_in_order(trades, valid, {"ohlcv.source": str(path), **properties})
         if bad.num_rows:
             append_in_order(quarantine, bad, {"ohlcv.source": str(path)})
-        report = FileReport(str(path), table.num_rows, valid.num_rows, bad.num_rows, counts, int(repeats.sum()))
+        report = FileReport(str(path), table.num_rows, valid.num_rows, bad.num_rows, counts, duplicates)
         log.info("ingested %s: %d rows, %d landed, %d quarantined (%d duplicates)",
                  path, report.rows, report.ingested, report.quarantined, report.duplicates)
         reports.append(report)

@@ -5,9 +5,9 @@ A late tick reads a few hundred trades from each of a hundred row groups, spread
 files. Opening each file parsed its footer again (0.85 ms for a day of 2.4M trades: 74 row
 groups), then comparing the row groups' statistics one by one in Python took about as long:
 together a third of the read (measured). A data file never changes once written (a new one has
-a new path), so its row groups' bounds are kept here, by path, as two arrays, and its footer
-with them while the footers kept stay under a byte budget. The long-lived processes that read
-again and again (the Spark service's driver, the steps' workers) parse each footer once.
+a new path), so its row groups' bounds are kept here, by path and size, as two arrays, and its
+footer with them while the footers kept stay under a byte budget. The long-lived processes that
+read again and again (the Spark service's driver, the steps' workers) parse each footer once.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ class RowGroups:
     footer: pq.FileMetaData | None
 
 
-_files: OrderedDict[tuple[str, str], _Bounds] = OrderedDict()
+_files: OrderedDict[tuple[str, str, int | None], _Bounds] = OrderedDict()
 _footer_bytes = 0
 _lock = threading.Lock()  # the Spark service serves several requests at once, each in a thread
 
@@ -76,9 +76,9 @@ def _read_bounds(path: str, column: str) -> _Bounds:
     return _Bounds(np.array(lows, "int64"), np.array(highs, "int64"), footer, footer.serialized_size)
 
 
-def _bounds(path: str, column: str) -> _Bounds:
+def _bounds(path: str, column: str, size: int | None) -> _Bounds:
     global _footer_bytes
-    key = (path, column)
+    key = (path, column, size)
     with _lock:
         if key in _files:
             _files.move_to_end(key)
@@ -102,11 +102,13 @@ def _bounds(path: str, column: str) -> _Bounds:
     return bounds
 
 
-def row_groups_meeting(path: str, column: str, starts: np.ndarray, ends: np.ndarray) -> RowGroups:
+def row_groups_meeting(path: str, column: str, starts: np.ndarray, ends: np.ndarray, size: int | None = None) -> RowGroups:
     """The row groups of the file at `path` whose `column` bounds meet one of the sorted,
-    disjoint [start, end) microsecond bounds. Raises what pyarrow raises for a missing or
-    broken file (the caller names the file)."""
-    bounds = _bounds(path, column)
+    disjoint [start, end) microsecond bounds. `size`: the file's size in bytes as its manifest
+    entry records it, part of what the cache knows a file by (a file put back at the same path
+    is read again). Raises what pyarrow raises for a missing or broken file (the caller names
+    the file)."""
+    bounds = _bounds(path, column, size)
     if not len(starts):
         return RowGroups([], bounds.footer)
     last = np.searchsorted(starts, bounds.highs, side="right") - 1  # the last range starting at or before each high

@@ -247,6 +247,19 @@ def _native_possible(table: Table, tasks: list[FileScanTask]) -> bool:
 SMALL_READ_ROWS = 500_000
 
 
+def _planned_read(
+    table: Table, ranges: WindowRange | list[WindowRange], snapshot_id: int | None,
+) -> tuple[list[WindowRange], int | None, list[FileScanTask], int]:
+    """What every trade read starts from: the ranges in order, the snapshot it reads (the one
+    given, or the one current now), the files that can hold their trades, and the manifests'
+    estimate of those trades (nothing is read)."""
+    ranges = _as_ranges(ranges)
+    if snapshot_id is None and table.current_snapshot() is not None:
+        snapshot_id = table.current_snapshot().snapshot_id
+    tasks = plan_trade_files(table, ranges, snapshot_id)
+    return ranges, snapshot_id, tasks, rows_in_range(table, tasks, ranges) if tasks else 0
+
+
 def read_trades(
     spark, table: Table, ranges: WindowRange | list[WindowRange], mode: str = "auto", parallelism: int = 2,
     snapshot_id: int | None = None, slot_us: int | None = None, scratch: str | None = None, small_spark=None,
@@ -260,14 +273,10 @@ def read_trades(
     one, reads are "native" or "arrow". `small_spark`: the session for reads of at most
     SMALL_READ_ROWS trades.
     """
-    ranges = _as_ranges(ranges)
-    if snapshot_id is None and table.current_snapshot() is not None:
-        snapshot_id = table.current_snapshot().snapshot_id
-    tasks = plan_trade_files(table, ranges, snapshot_id)
-    size = sum(t.file.file_size_in_bytes for t in tasks)
+    ranges, snapshot_id, tasks, rows = _planned_read(table, ranges, snapshot_id)
     if not tasks:
         return spark.createDataFrame([], SPARK_TRADE_SCHEMA), ReadPlan(0, 0, "empty", snapshot=snapshot_id)
-    rows = rows_in_range(table, tasks, ranges)
+    size = sum(t.file.file_size_in_bytes for t in tasks)
     small = rows <= SMALL_READ_ROWS
     if small_spark is not None and small:
         spark = small_spark
@@ -315,13 +324,9 @@ def read_in_driver(
     pyiceberg's scan, as "arrow". As of `snapshot_id`, or of the snapshot current now."""
     from pyiceberg.io.pyarrow import ArrowScan
 
-    ranges = _as_ranges(ranges)
-    if snapshot_id is None and table.current_snapshot() is not None:
-        snapshot_id = table.current_snapshot().snapshot_id
-    tasks = plan_trade_files(table, ranges, snapshot_id)
+    ranges, snapshot_id, tasks, rows = _planned_read(table, ranges, snapshot_id)
     if not tasks:
         return ARROW_TRADES.empty_table(), ReadPlan(0, 0, "empty", snapshot=snapshot_id)
-    rows = rows_in_range(table, tasks, ranges)
     if rows > max_rows:
         return None
     size = sum(t.file.file_size_in_bytes for t in tasks)
@@ -398,7 +403,7 @@ def read_pruned(tasks: list[FileScanTask], ranges: list[WindowRange]) -> pa.Tabl
     for task in tasks:
         path = urlsplit(task.file.file_path).path if task.file.file_path.startswith("file:") else task.file.file_path
         try:
-            groups = row_groups_meeting(path, "timestamp", starts, ends)
+            groups = row_groups_meeting(path, "timestamp", starts, ends, task.file.file_size_in_bytes)
             if groups.indices:
                 parquet = pq.ParquetFile(path, read_dictionary=["exchange", "symbol"], metadata=groups.footer)
                 read = parquet.read_row_groups(groups.indices, columns=list(TRADE_READ_COLUMNS))

@@ -144,7 +144,7 @@ def test_the_footer_cache_keeps_within_its_file_count_and_byte_budget(tmp_path, 
         assert len(parquet_footers._files) <= 5
         kept = [bounds for bounds in parquet_footers._files.values() if bounds.footer is not None]
         assert parquet_footers._footer_bytes == sum(bounds.footer_bytes for bounds in kept) <= 2 * one_footer
-    assert list(key for key, _ in parquet_footers._files) == paths[-5:]  # the least recently used went first
+    assert [path for path, _, _ in parquet_footers._files] == paths[-5:]  # the least recently used went first
     # A file whose footer was dropped is still answered, from its kept bounds.
     assert row_groups_meeting(paths[-5], "timestamp", starts, ends).footer is None
     assert row_groups_meeting(paths[-5], "timestamp", starts, ends).indices == _brute_force(paths[-5], [(int(starts[0]), int(ends[0]))])
