@@ -23,7 +23,7 @@ import pyarrow as pa
 from pyiceberg.table import Table
 
 from ohlcv.retention import cutoff as retention_cutoff
-from ohlcv.store import plan_trade_files, range_filter
+from ohlcv.store import plan_trade_files, range_filter, timestamps_in
 from ohlcv.timeframes import Timeframe
 from ohlcv.watermark import TradesSince, recorded_watermark, trades_since, window_ranges
 from ohlcv.windows import EPOCH, Chunk, WindowRange, floor, tick_range
@@ -57,14 +57,6 @@ class TickPlan:
         }
 
 
-def _timestamps(scan) -> pa.ChunkedArray:
-    return scan.to_arrow().column("timestamp")
-
-
-def _between(lo: datetime, hi: datetime):
-    return range_filter("timestamp", WindowRange(lo, hi))
-
-
 def plan_tick(trades: Table, candles: Table, tf: Timeframe, as_of: datetime, recompute_limit: timedelta) -> TickPlan:
     """Plan the tick of `tf` at `as_of` from the two tables' snapshot logs."""
     lookback = tick_range(tf, as_of)
@@ -80,9 +72,10 @@ def plan_tick(trades: Table, candles: Table, tf: Timeframe, as_of: datetime, rec
         found = []
         if since.state == "appended" and oldest < lookback.start:
             # Trades appended since the watermark, of any age the retention keeps.
-            found.append(_timestamps(trades.incremental_append_scan(
-                from_snapshot_id_exclusive=since.recorded, to_snapshot_id_inclusive=pinned,
-                row_filter=_between(oldest, lookback.start), selected_fields=("timestamp",))))
+            before = WindowRange(oldest, lookback.start)
+            appended = trades.incremental_append_scan(from_snapshot_id_exclusive=since.recorded, to_snapshot_id_inclusive=pinned,
+                                                      row_filter=range_filter("timestamp", before))
+            found.append(timestamps_in(trades, list(appended.plan_files()), before))
         opened = floor(recorded.closed_before, tf) if recorded is not None and recorded.closed_before is not None else None
         if opened is not None and opened < lookback.start:
             # Windows still open at the last commit (a tick missed, or a backfill before this
@@ -94,8 +87,8 @@ def plan_tick(trades: Table, candles: Table, tf: Timeframe, as_of: datetime, rec
                     "commit and are beyond OHLCV_RECOMPUTE_LIMIT_DAYS: not recomputed (`ohlcv backfill` them)"
                 )
             if gap_start < lookback.start:
-                found.append(_timestamps(trades.scan(snapshot_id=pinned, row_filter=_between(gap_start, lookback.start),
-                                                     selected_fields=("timestamp",))))
+                gap = WindowRange(gap_start, lookback.start)
+                found.append(timestamps_in(trades, plan_trade_files(trades, [gap], pinned), gap))
         if found:
             stamps = pa.chunked_array([chunk for column in found for chunk in column.chunks], type=pa.timestamp("us", tz="UTC"))
             late = window_ranges(stamps, tf, oldest, lookback.start)

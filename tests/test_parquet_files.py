@@ -157,7 +157,7 @@ def test_a_pruned_read_keeps_exactly_the_trades_in_the_ranges_whether_or_not_fil
     are few); others, and many runs, test every row: each way against a plain filter. Ranges
     start and end on trades, or a second beside one (an end is exclusive); up to 100 of them,
     past the 64 runs taken as slices."""
-    from ohlcv.store import plan_trade_files, read_pruned
+    from ohlcv.store import plan_trade_files, read_pruned, timestamps_in
     from ohlcv.windows import WindowRange
 
     near_a_trade = st.builds(lambda at, shift: at + shift, st.sampled_from(offsets), st.integers(-1, 1))
@@ -175,5 +175,8 @@ def test_a_pruned_read_keeps_exactly_the_trades_in_the_ranges_whether_or_not_fil
         expected = sorted(str(10_000 + i) for i, at in enumerate(sorted(stamps) if in_order else stamps)
                           if any(r.start <= at < r.end for r in ranges))
         assert sorted(kept.column("trade_id").to_pylist()) == expected
+        # A tick plan's read of the timestamps alone (ohlcv/late.py) keeps the same trades.
+        stamps_kept = timestamps_in(table, plan_trade_files(table, ranges), ranges)
+        assert sorted(stamps_kept.to_pylist()) == sorted(at for at in stamps if any(r.start <= at < r.end for r in ranges))
     finally:
         catalog.drop_table(table.name())

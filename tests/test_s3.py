@@ -27,7 +27,7 @@ from ohlcv import object_store, schema as s, timeframes
 from ohlcv.catalog import load_candles, load_table, load_trades, open_catalog
 from ohlcv.retention import apply_retention, partitions
 from ohlcv.settings import from_environment
-from ohlcv.store import commit_candles
+from ohlcv.store import commit_candles, plan_trade_files, timestamps_in
 from ohlcv.upkeep import compact, expire_snapshots, referenced_files, remove_unreferenced
 from ohlcv.windows import WindowRange, plan_backfill
 from support import (
@@ -106,6 +106,11 @@ def test_ingest_and_candle_commits_land_in_the_bucket_and_nowhere_else(s3_settin
     assert load_trades(catalog, s3_settings.namespace).location().startswith(f"{s3_settings.warehouse_uri}/")
     # Locally there is the input file and the catalog database, and no table file.
     assert sorted(p.name for p in tmp_path.iterdir()) == ["catalog.db", "five.parquet"]
+    # A tick plan's read of the trades' timestamps (ohlcv/late.py) goes through pyiceberg's FileIO here.
+    table = load_trades(catalog, s3_settings.namespace)
+    ranges = [WindowRange(utc(2024, 5, 1, 0, 1), utc(2024, 5, 1, 0, 3)), WindowRange(utc(2024, 5, 1, 0, 4), utc(2024, 5, 1, 0, 9))]
+    assert sorted(timestamps_in(table, plan_trade_files(table, ranges), ranges).to_pylist()) == [
+        utc(2024, 5, 1, 0, 1), utc(2024, 5, 1, 0, 2), utc(2024, 5, 1, 0, 4)]
 
 
 def test_retention_and_upkeep_on_s3_keep_every_live_file_and_remove_the_rest(s3_settings):
