@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -400,18 +401,26 @@ def read_pruned(tasks: list[FileScanTask], ranges: list[WindowRange]) -> pa.Tabl
     A late window keeps a few hundred of the 32k trades its row group holds: the names are read
     as dictionaries and made text only for the rows kept (a quarter off the read, measured)."""
     starts, ends = _merged_bounds(ranges)
-    pieces = []
+    pieces = [piece.cast(ARROW_TRADES)
+              for piece in _pruned_pieces(tasks, starts, ends, list(TRADE_READ_COLUMNS), ["exchange", "symbol"])]
+    return pa.concat_tables(pieces) if pieces else ARROW_TRADES.empty_table()
+
+
+def _pruned_pieces(tasks: list[FileScanTask], starts: np.ndarray, ends: np.ndarray, columns: list[str],
+                   dictionaries: list[str]) -> Iterator[pa.Table]:
+    """The rows of local files whose timestamp lies in the merged bounds, `columns` only (those
+    in `dictionaries` read as dictionaries): each file's row groups picked by their cached bounds
+    (ohlcv/parquet_footers.py), then each bound's rows (`_rows_inside`). A file that cannot be
+    read fails naming it."""
     for task in tasks:
         path = urlsplit(task.file.file_path).path if task.file.file_path.startswith("file:") else task.file.file_path
         try:
             groups = row_groups_meeting(path, "timestamp", starts, ends, task.file.file_size_in_bytes)
             if groups.indices:
-                parquet = pq.ParquetFile(path, read_dictionary=["exchange", "symbol"], metadata=groups.footer)
-                read = parquet.read_row_groups(groups.indices, columns=list(TRADE_READ_COLUMNS))
-                pieces.extend(piece.cast(ARROW_TRADES) for piece in _rows_inside(read, starts, ends))
+                parquet = pq.ParquetFile(path, read_dictionary=dictionaries or None, metadata=groups.footer)
+                yield from _rows_inside(parquet.read_row_groups(groups.indices, columns=columns), starts, ends)
         except (pa.ArrowInvalid, OSError) as exc:  # the file's bytes, or a file gone: terminal, named
             raise DataFileError(f"{task.file.file_path}: {type(exc).__name__}: {exc}") from exc
-    return pa.concat_tables(pieces) if pieces else ARROW_TRADES.empty_table()
 
 
 def timestamps_in(table: Table, tasks: list[FileScanTask], ranges: WindowRange | list[WindowRange]) -> pa.ChunkedArray:
@@ -431,17 +440,8 @@ def timestamps_in(table: Table, tasks: list[FileScanTask], ranges: WindowRange |
         return pa.chunked_array([batch.column("timestamp").cast(stamp_type) for task in tasks
                                  for batch in _batches_naming_the_file(scan, task)], stamp_type)
     starts, ends = _merged_bounds(ranges)
-    pieces = []
-    for task in tasks:
-        path = urlsplit(task.file.file_path).path if task.file.file_path.startswith("file:") else task.file.file_path
-        try:
-            groups = row_groups_meeting(path, "timestamp", starts, ends, task.file.file_size_in_bytes)
-            if groups.indices:
-                read = pq.ParquetFile(path, metadata=groups.footer).read_row_groups(groups.indices, columns=["timestamp"])
-                pieces.extend(piece.column("timestamp").cast(stamp_type) for piece in _rows_inside(read, starts, ends))
-        except (pa.ArrowInvalid, OSError) as exc:  # the file's bytes, or a file gone: terminal, named
-            raise DataFileError(f"{task.file.file_path}: {type(exc).__name__}: {exc}") from exc
-    return pa.chunked_array([chunk for piece in pieces for chunk in piece.chunks], stamp_type)
+    columns = [piece.column("timestamp").cast(stamp_type) for piece in _pruned_pieces(tasks, starts, ends, ["timestamp"], [])]
+    return pa.chunked_array([chunk for column in columns for chunk in column.chunks], stamp_type)
 
 
 # Kept rows that form at most this many runs are taken as slices of what was read, no copy: a
