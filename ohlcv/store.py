@@ -76,6 +76,7 @@ __all__ = [
     "commit_candles",
     "committing",
     "read_candles",
+    "rewrite_candles",
 ]
 
 log = logging.getLogger(__name__)
@@ -783,6 +784,20 @@ class _StoredFiles:
             pieces.setdefault(int(value), []).append(merged.slice(int(lo), int(hi - lo)))
         slices = [piece for value in sorted(pieces) for piece in pieces[value]]
         return pa.concat_tables(slices) if slices else merged
+
+
+def rewrite_candles(table: Table, rng: WindowRange, properties: dict[str, str]) -> int:
+    """Compaction: the candles of `rng` (whole partitions) rewritten unchanged, in order of
+    window, exchange and symbol, as one file a partition, in one snapshot with `properties`.
+    Written as every candle commit writes (ohlcv/parquet_writer.py); pyiceberg's `overwrite`
+    gave compacted files a dictionary for every column and deep-copied the table metadata for
+    each file it deleted. Returns the rows rewritten."""
+    stored = _StoredFiles.read(table, [rng])
+    if not stored.tasks:
+        return 0
+    rows = stored.in_ranges.sort_by([("window_start", "ascending"), ("exchange", "ascending"), ("symbol", "ascending")])
+    stored.replace(table, rows, properties)
+    return rows.num_rows
 
 
 def _kept_slices(rows: pa.Table, inside: np.ndarray, first: int, count: int) -> list[pa.Table]:

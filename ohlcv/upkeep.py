@@ -2,8 +2,8 @@
 
 - Compaction: every tick commits a few small files (288 a day for 1m). Once a partition is
   closed (no scheduled tick writes there again: it ends before the timeframe's lookback), its
-  rows are rewritten as one file with one `overwrite` of the partition range: the same rows,
-  `created_at`/`updated_at` included, in one atomic commit.
+  rows are rewritten as one file (store.rewrite_candles, written as candle commits write): the
+  same rows, `created_at`/`updated_at` included, in one atomic commit.
 - Expiry: snapshots older than the setting go (the current one always stays).
 - Unreferenced files: pyiceberg's expiry drops snapshots but leaves their files behind. A file
   found by listing the table's location (a folder, or a prefix on S3) is deleted only when no
@@ -24,7 +24,7 @@ from pyiceberg.table import Table
 
 from ohlcv import object_store
 from ohlcv.retention import partitions, retention_all
-from ohlcv.store import committing, range_filter
+from ohlcv.store import committing, rewrite_candles
 from ohlcv.timeframes import Timeframe
 from ohlcv.watermark import oldest_watermark_timestamp_ms, recorded_watermark, watermark_properties
 from ohlcv.windows import WindowRange, next_partition_start, tick_range
@@ -82,13 +82,11 @@ def compact(table: Table, tf: Timeframe, now: datetime, min_files: int = 2) -> C
 
 
 def _rewrite(table: Table, rng: WindowRange) -> None:
-    window = range_filter("window_start", rng)
-    rows = table.scan(row_filter=window).to_arrow().sort_by([("window_start", "ascending"), ("exchange", "ascending"), ("symbol", "ascending")])
     with committing(table, f"compaction of {rng}"):
         # The same rows: the table has absorbed the same trades, so its watermark carries over.
         properties = {"ohlcv.compaction": str(rng), **watermark_properties(recorded_watermark(table))}
-        table.overwrite(rows, overwrite_filter=window, snapshot_properties=properties)
-    log.info("compacted %s %s: %d rows", table.name()[-1], rng, rows.num_rows)
+        rows = rewrite_candles(table, rng, properties)
+    log.info("compacted %s %s: %d rows", table.name()[-1], rng, rows)
 
 
 def expire_snapshots(table: Table, older_than: datetime) -> int:

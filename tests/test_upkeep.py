@@ -100,6 +100,17 @@ def test_upkeep_after_many_ticks_keeps_every_live_file_and_snapshot(fast, catalo
     table.refresh()
     assert (result.partitions, result.files_after, result.commits) == (1, 1, 1) and result.files_before == day[0].files
     assert key_rows(table) == content  # the same rows, created_at/updated_at included
+    # Written as candle commits write: a dictionary only for the columns the table lists.
+    import pyarrow.parquet as pq
+
+    from ohlcv.parquet_writer import DICTIONARY_COLUMNS
+    from ohlcv.windows import EPOCH
+
+    listed = set(table.properties[DICTIONARY_COLUMNS].split(","))
+    [compacted] = [task.file.file_path for task in table.scan().plan_files() if task.file.partition[0] == (day[0].start - EPOCH).days]
+    footer = pq.ParquetFile(compacted.removeprefix("file://")).metadata
+    assert {footer.row_group(0).column(i).path_in_schema for i in range(footer.num_columns)
+            if footer.row_group(0).column(i).has_dictionary_page} == listed
 
     # Keep the newest five snapshots: expire everything older than the fifth newest.
     snapshots = sorted(table.metadata.snapshots, key=lambda s: s.timestamp_ms)
