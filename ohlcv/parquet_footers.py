@@ -20,6 +20,8 @@ from datetime import datetime, timedelta, timezone
 import numpy as np
 import pyarrow.parquet as pq
 
+from ohlcv.windows import EPOCH
+
 __all__ = ["CACHED_FILES", "CACHED_FOOTER_BYTES", "RowGroups", "row_groups_meeting"]
 
 # Files whose row-group bounds are kept (16 bytes a row group: a 24M-trade day's 730 groups
@@ -29,9 +31,6 @@ CACHED_FILES = 4096
 # about ten times that); a file whose footer is not kept is opened as usual, its bounds still
 # known.
 CACHED_FOOTER_BYTES = 64 << 20
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-
 
 @dataclass(frozen=True)
 class _Bounds:
@@ -57,7 +56,7 @@ _lock = threading.Lock()  # the Spark service serves several requests at once, e
 def _micros(value) -> int:
     if isinstance(value, datetime):  # Iceberg's timestamptz is UTC; pyarrow may give it naive
         value = value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)
-        return (value - _EPOCH) // timedelta(microseconds=1)
+        return (value - EPOCH) // timedelta(microseconds=1)
     return int(value)
 
 

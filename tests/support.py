@@ -29,6 +29,22 @@ from ohlcv.store import CommitResult
 from ohlcv.windows import Chunk, plan_backfill
 
 
+def trades_at(start: datetime, offsets_seconds: list[int]) -> pa.Table:
+    """Trades of one series at `start` plus each offset, in the trades table's own schema: ids
+    "0", "1", ... in the order given, every other side null."""
+    stamps = [start + timedelta(seconds=offset) for offset in offsets_seconds]
+    return pa.table({
+        "exchange": ["okx"] * len(stamps),
+        "symbol": ["BTC-USDT"] * len(stamps),
+        "trade_id": [str(i) for i in range(len(stamps))],
+        "price": [1.0 + i for i in range(len(stamps))],
+        "quantity": [0.5] * len(stamps),
+        "side": ["buy" if i % 2 else None for i in range(len(stamps))],
+        "timestamp": pa.array(stamps, pa.timestamp("us", tz="UTC")),
+        "ingested_at": pa.array([start] * len(stamps), pa.timestamp("us", tz="UTC")),
+    }).cast(s.arrow_build_schema(s.TRADES_SCHEMA))
+
+
 def utc(*parts: int) -> datetime:
     return datetime(*parts, tzinfo=timezone.utc)
 

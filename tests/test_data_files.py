@@ -20,24 +20,14 @@ from ohlcv.aggregate import candle_arrow_schema
 from ohlcv.catalog import CANDLE_TABLE_PROPERTIES, load_table, open_catalog
 from ohlcv.store import commit_candles, merge_candles
 from ohlcv.windows import WindowRange
-from support import utc
+from support import trades_at, utc
 from ohlcv.data_files import append_in_order, partition_runs, partition_values, replace_files, write_in_order
 
 START = datetime(2024, 3, 30, 22, tzinfo=timezone.utc)  # runs across three UTC days
 
 
 def trades(offsets_seconds: list[int]) -> pa.Table:
-    stamps = [START + timedelta(seconds=offset) for offset in offsets_seconds]
-    return pa.table({
-        "exchange": ["okx"] * len(stamps),
-        "symbol": ["BTC-USDT"] * len(stamps),
-        "trade_id": [str(i) for i in range(len(stamps))],
-        "price": [1.0 + i for i in range(len(stamps))],
-        "quantity": [0.5] * len(stamps),
-        "side": ["buy" if i % 2 else None for i in range(len(stamps))],
-        "timestamp": pa.array(stamps, pa.timestamp("us", tz="UTC")),
-        "ingested_at": pa.array([START] * len(stamps), pa.timestamp("us", tz="UTC")),
-    }).cast(s.arrow_build_schema(s.TRADES_SCHEMA))
+    return trades_at(START, offsets_seconds)
 
 
 def files_of(table) -> list[tuple]:

@@ -22,23 +22,14 @@ from ohlcv.catalog import TRADES_TABLE_PROPERTIES, open_catalog
 from ohlcv.data_files import replace_files, write_in_order
 from ohlcv.parquet_footers import row_groups_meeting
 from ohlcv.parquet_writer import DICTIONARY_COLUMNS
+from support import trades_at
 
 START = datetime(2024, 3, 30, 22, tzinfo=timezone.utc)
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 def trades(offsets_seconds: list[int]) -> pa.Table:
-    stamps = [START + timedelta(seconds=offset) for offset in offsets_seconds]
-    return pa.table({
-        "exchange": ["okx" if i % 3 else "kraken" for i in range(len(stamps))],
-        "symbol": ["BTC-USDT"] * len(stamps),
-        "trade_id": [str(10_000 + i) for i in range(len(stamps))],
-        "price": [1.0 + i / 7 for i in range(len(stamps))],
-        "quantity": [0.5] * len(stamps),
-        "side": ["buy" if i % 2 else None for i in range(len(stamps))],
-        "timestamp": pa.array(stamps, pa.timestamp("us", tz="UTC")),
-        "ingested_at": pa.array([START] * len(stamps), pa.timestamp("us", tz="UTC")),
-    }).cast(s.arrow_build_schema(s.TRADES_SCHEMA))
+    return trades_at(START, offsets_seconds)
 
 
 def _entries(table) -> list[tuple]:
@@ -172,7 +163,7 @@ def test_a_pruned_read_keeps_exactly_the_trades_in_the_ranges_whether_or_not_fil
         ranges = sorted({WindowRange(START + timedelta(seconds=lo), START + timedelta(seconds=lo + length)) for lo, length in spans})
         kept = read_pruned(plan_trade_files(table, ranges), ranges)
         stamps = [START + timedelta(seconds=offset) for offset in offsets]
-        expected = sorted(str(10_000 + i) for i, at in enumerate(sorted(stamps) if in_order else stamps)
+        expected = sorted(str(i) for i, at in enumerate(sorted(stamps) if in_order else stamps)
                           if any(r.start <= at < r.end for r in ranges))
         assert sorted(kept.column("trade_id").to_pylist()) == expected
         # A tick plan's read of the timestamps alone (ohlcv/late.py) keeps the same trades.

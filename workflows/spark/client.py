@@ -76,12 +76,15 @@ def _ready_service(settings: Settings):
     None, its start begun (or going on) in the background for the requests that need Spark."""
     if settings.driver_max_trades <= 0:
         return spark_service(settings)
+    handle = existing_service()
+    if handle is None:
+        start_service(settings)
+        return None
     try:
-        handle = existing_service()
         if call(handle.info.remote(), timeout=10).get("ready", True):  # older services: no flag
             return handle
-    except Exception:  # noqa: BLE001 - no service yet, or one that does not answer: start one
-        start_service(settings)
+    except Exception:  # noqa: BLE001 - a service that does not answer is treated as still starting
+        log.debug("the Spark service did not answer whether it is ready", exc_info=True)
     return None
 
 
