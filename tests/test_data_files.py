@@ -143,3 +143,36 @@ def test_a_candle_commit_replaces_exactly_its_ranges(settings, stored, extra, sp
         assert all(count == 1 for count in meeting.values()), meeting
     finally:
         catalog.drop_table(table.name())
+
+
+def test_commits_like_ticks_keep_only_manifests_that_list_live_files(settings):
+    """A 1m tick rewrites the file of its last few minutes every minute. pyiceberg's overwrite
+    carried each commit's manifest of deleted entries into every later snapshot, so the table's
+    manifest list grew by one a tick and each commit read them all. After twelve such commits
+    every manifest of the current snapshot lists a live file (but the last commit's own deleted
+    entries), there are at most three, and each
+    minute holds the candle of the last commit that covered it; an older snapshot still reads as
+    it was."""
+    catalog = open_catalog(settings)
+    table = catalog.create_table(f"{settings.namespace}.candles_{uuid.uuid4().hex[:8]}", s.CANDLE_SCHEMA,
+                                 partition_spec=s.candle_spec(timeframes.get("1m")), properties=CANDLE_TABLE_PROPERTIES)
+    at = lambda minute: START + timedelta(minutes=minute)  # noqa: E731
+    try:
+        snapshots = []
+        for tick in range(12):
+            commit_candles(table, candle_rows([("okx", at(m)) for m in range(tick, tick + 3)], float(tick)),
+                           WindowRange(at(tick), at(tick + 3)), utc(2030, 1, 1))
+            table.refresh()
+            snapshots.append(table.current_snapshot().snapshot_id)
+        current = table.current_snapshot()
+        manifests = current.manifests(table.io)
+        # Its own deleted entries aside, the last commit carries no manifest without a live file.
+        assert all(m.has_added_files() or m.has_existing_files() or m.added_snapshot_id == current.snapshot_id
+                   for m in manifests)
+        assert len(manifests) <= 3
+        got = {r["window_start"]: r["open_price"] for r in table.scan().to_arrow().to_pylist()}
+        assert got == {at(m): float(min(m, 11)) for m in range(14)}
+        fifth = {r["window_start"]: r["open_price"] for r in table.scan(snapshot_id=snapshots[4]).to_arrow().to_pylist()}
+        assert fifth == {at(m): float(min(m, 4)) for m in range(7)}
+    finally:
+        catalog.drop_table(table.name())
