@@ -55,6 +55,10 @@ LATE_SHARE = 0.01  # of each day's trades, held back and sent late
 STEP_TIMEOUT = 900.0  # seconds a step may take before the soak gives up
 # Storage may wobble with the hour of day; "flat" means the last day within this of the one before.
 FLAT_TOLERANCE = 0.10
+# A candle table's manifests may grow with the partitions it holds (a day's files land in their
+# own), not with its commits: pyiceberg's overwrite kept one more manifest a commit, which every
+# later commit read (ohlcv/data_files.py, _ReplaceFiles).
+MANIFESTS_PER_DAY = 4
 
 
 def log(message: str) -> None:
@@ -314,10 +318,24 @@ class Soak:
         warehouse = self.root / "warehouse"
         metadata = sum(size(folder) for folder in warehouse.rglob("metadata") if folder.is_dir())
         found = {"days_done": day, "workflow_storage_bytes": size(self.root / "workflows"),
-                 "warehouse_bytes": size(warehouse), "warehouse_metadata_bytes": metadata}
+                 "warehouse_bytes": size(warehouse), "warehouse_metadata_bytes": metadata,
+                 "candle_manifests": self.candle_manifests()}
         log(f"after {day} simulated day(s): workflow storage {found['workflow_storage_bytes'] / 1e6:.2f} MB, "
-            f"warehouse {found['warehouse_bytes'] / 1e6:.2f} MB (metadata {metadata / 1e6:.2f} MB)")
+            f"warehouse {found['warehouse_bytes'] / 1e6:.2f} MB (metadata {metadata / 1e6:.2f} MB), "
+            f"manifests per candle table {found['candle_manifests']}")
         return found
+
+    def candle_manifests(self) -> dict[str, int]:
+        """The manifests each candle table's current snapshot lists: what every commit reads."""
+        from ohlcv.catalog import load_candles
+        from ohlcv.timeframes import TIMEFRAMES
+
+        counts = {}
+        for tf in TIMEFRAMES.values():
+            table = load_candles(self.catalog, self.settings.namespace, tf)
+            snapshot = table.current_snapshot()
+            counts[tf.name] = len(snapshot.manifests(table.io)) if snapshot is not None else 0
+        return counts
 
     def summarize_events(self) -> None:
         events = self.events()
@@ -412,6 +430,11 @@ def verdicts(results: dict) -> list[str]:
     storage = [s["workflow_storage_bytes"] for s in results["storage"]]
     if len(storage) >= 3 and storage[-1] > storage[-2] * (1 + FLAT_TOLERANCE):
         problems.append(f"workflow storage still grows after the history window: {storage}")
+    manifests = [s["candle_manifests"] for s in results["storage"]]
+    for before, after in zip(manifests, manifests[1:]):
+        grown = {name: after[name] - before[name] for name in after if after[name] - before[name] > MANIFESTS_PER_DAY}
+        if grown:
+            problems.append(f"candle tables gained more than {MANIFESTS_PER_DAY} manifests in a day: {grown}")
     return problems
 
 
