@@ -1,9 +1,11 @@
 """Table upkeep: compact small files, expire old snapshots, delete files nothing references.
 
-- Compaction: every tick commits a few small files (288 a day for 1m). Once a partition is
-  closed (no scheduled tick writes there again: it ends before the timeframe's lookback), its
-  rows are rewritten as one file (store.rewrite_candles, written as candle commits write): the
-  same rows, `created_at`/`updated_at` included, in one atomic commit.
+- Compaction: a candle commit rewrites each partition it touches as one file, but a partition
+  can still hold several: another writer's appends, or a commit whose rows could not be written
+  in partition order (pyiceberg's own writer). Once a partition is closed (no scheduled tick
+  writes there again: it ends before the timeframe's lookback), its rows are rewritten as one
+  file (store.rewrite_candles, written as candle commits write): the same rows, `created_at`/
+  `updated_at` included, in one atomic commit.
 - Expiry: snapshots older than the setting go (the current one always stays).
 - Unreferenced files: pyiceberg's expiry drops snapshots but leaves their files behind. A file
   found by listing the table's location (a folder, or a prefix on S3) is deleted only when no
