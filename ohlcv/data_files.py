@@ -18,8 +18,9 @@ import numpy as np
 import pyarrow as pa
 from pyiceberg.table import Table, Transaction
 from pyiceberg.table.metadata import TableMetadata
-from pyiceberg.table.snapshots import Operation
+from pyiceberg.table.snapshots import Operation, Summary
 from pyiceberg.table.update.snapshot import _OverwriteFiles
+from pyiceberg.typedef import EMPTY_DICT
 
 from ohlcv.parquet_writer import write_data_files
 
@@ -137,13 +138,28 @@ class _ReplaceFiles(_OverwriteFiles):
     def _existing_manifests(self) -> list:
         return [manifest for manifest in super()._existing_manifests() if manifest.has_added_files() or manifest.has_existing_files()]
 
+    def _summary(self, snapshot_properties: dict[str, str] = EMPTY_DICT) -> Summary:
+        """pyiceberg 0.12 summarizes appends, overwrites and deletes only: a replace (the same
+        rows in other files: compaction) is summarized as an overwrite, then named a replace,
+        which readers of the snapshot log take as no change of rows (Iceberg's own meaning)."""
+        if self._operation != Operation.REPLACE:
+            return super()._summary(snapshot_properties)
+        self._operation = Operation.OVERWRITE
+        try:
+            summary = super()._summary(snapshot_properties)
+        finally:
+            self._operation = Operation.REPLACE
+        return Summary(Operation.REPLACE, **summary.additional_properties)
 
-def replace_files(table: Table, removed: list, added: list, properties: dict[str, str]) -> None:
+
+def replace_files(table: Table, removed: list, added: list, properties: dict[str, str], same_rows: bool = False) -> None:
     """One snapshot with `properties` that removes the data files `removed` and adds `added`
-    (a fast append when it removes none)."""
+    (a fast append when it removes none). `same_rows`: the added files hold exactly the rows of
+    the removed ones (compaction), committed as a replace."""
     with _Transaction(table) as transaction:
         if removed:
-            producer = _ReplaceFiles(Operation.OVERWRITE, transaction, table.io, snapshot_properties=properties)
+            operation = Operation.REPLACE if same_rows else Operation.OVERWRITE
+            producer = _ReplaceFiles(operation, transaction, table.io, snapshot_properties=properties)
         else:
             producer = transaction.update_snapshot(snapshot_properties=properties).fast_append()
         with producer as snapshot:

@@ -20,7 +20,9 @@ for candles whose values changed.
 
 from __future__ import annotations
 
+import itertools
 import logging
+import uuid
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,6 +34,7 @@ from urllib.parse import urlsplit
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pyiceberg.exceptions import CommitFailedException, ValidationException
 from pyiceberg.expressions import AlwaysFalse, AlwaysTrue, And, BooleanExpression, EqualTo, GreaterThanOrEqual, LessThan, Or
@@ -76,6 +79,7 @@ __all__ = [
     "commit_candles",
     "committing",
     "read_candles",
+    "rewrite_trades",
     "rewrite_candles",
 ]
 
@@ -358,7 +362,6 @@ def scratch_folder(table: Table):
     behind by a process that died is an unreferenced file, which upkeep removes after its
     grace period. Nothing is made unless a read needs it."""
     import shutil
-    import uuid
 
     if not _is_local(table.location()):
         yield None
@@ -743,9 +746,6 @@ class _StoredFiles:
 
     def replace(self, table: Table, merged: pa.Table, properties: dict[str, str]) -> None:
         """One snapshot: these files out, the kept rows and `merged` in (one file per partition)."""
-        import itertools
-        import uuid
-
         from pyiceberg.io.pyarrow import _dataframe_to_data_files
 
         merged = merged.cast(self.rows.schema)
@@ -797,6 +797,26 @@ def rewrite_candles(table: Table, rng: WindowRange, properties: dict[str, str]) 
         return 0
     rows = stored.in_ranges.sort_by([("window_start", "ascending"), ("exchange", "ascending"), ("symbol", "ascending")])
     stored.replace(table, rows, properties)
+    return rows.num_rows
+
+
+def rewrite_trades(table: Table, rng: WindowRange, properties: dict[str, str]) -> int:
+    """Compaction of the trades table: the files of `rng` (whole days) rewritten as one file a
+    day, every column as stored, in time order as ingest writes them, in one snapshot with
+    `properties`. It is committed as a replace (the same rows), which the snapshot log's
+    readers take as no change: a tick's late plan finds no trades in it, and the dedup
+    guarantee of the ingest before it still holds. Returns the rows rewritten."""
+    from pyiceberg.io.pyarrow import ArrowScan, _dataframe_to_data_files
+
+    tasks = _plan_files(table, "timestamp", [rng])
+    if not tasks:
+        return 0
+    rows = ArrowScan(table.metadata, table.io, table.schema(), AlwaysTrue()).to_table(tasks)
+    rows = rows.take(pc.sort_indices(rows, [("timestamp", "ascending")]))  # stable: ties keep file order
+    written = write_in_order(table, rows)
+    if written is None:  # not one integer-valued partition field
+        written = list(_dataframe_to_data_files(table.metadata, rows, table.io, uuid.uuid4(), itertools.count(0)))
+    replace_files(table, [task.file for task in tasks], written, properties, same_rows=True)
     return rows.num_rows
 
 

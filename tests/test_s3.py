@@ -28,7 +28,7 @@ from ohlcv.catalog import load_candles, load_table, load_trades, open_catalog
 from ohlcv.retention import apply_retention, partitions
 from ohlcv.settings import from_environment
 from ohlcv.store import commit_candles, plan_trade_files, timestamps_in
-from ohlcv.upkeep import compact, expire_snapshots, referenced_files, remove_unreferenced
+from ohlcv.upkeep import compact, compact_trades, expire_snapshots, referenced_files, remove_unreferenced
 from ohlcv.windows import WindowRange, plan_backfill
 from support import (
     ALL,
@@ -111,6 +111,18 @@ def test_ingest_and_candle_commits_land_in_the_bucket_and_nowhere_else(s3_settin
     ranges = [WindowRange(utc(2024, 5, 1, 0, 1), utc(2024, 5, 1, 0, 3)), WindowRange(utc(2024, 5, 1, 0, 4), utc(2024, 5, 1, 0, 9))]
     assert sorted(timestamps_in(table, plan_trade_files(table, ranges), ranges).to_pylist()) == [
         utc(2024, 5, 1, 0, 1), utc(2024, 5, 1, 0, 2), utc(2024, 5, 1, 0, 4)]
+
+
+def test_trade_compaction_on_s3_rewrites_a_day_of_several_files_as_one(s3_settings, tmp_path):
+    catalog = open_catalog(s3_settings)
+    for batch in range(3):  # three ingests into one day: three files
+        rows = [trade("binance", "BTC-USDT", f"{batch}-{i}", 100.0 + i, 1.0, utc(2024, 5, 1, i, batch)) for i in range(4)]
+        ingest_rows(s3_settings, catalog, rows, tmp_path, f"batch-{batch}", utc(2024, 5, 2, batch))
+    before = sorted(stored_trades(catalog), key=lambda r: r["trade_id"])
+    table = load_trades(catalog, s3_settings.namespace)
+    result = compact_trades(table, utc(2024, 5, 3))
+    assert (result.partitions, result.files_before, result.files_after) == (1, 3, 1)
+    assert sorted(stored_trades(catalog), key=lambda r: r["trade_id"]) == before
 
 
 def test_retention_and_upkeep_on_s3_keep_every_live_file_and_remove_the_rest(s3_settings):
