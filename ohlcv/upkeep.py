@@ -94,8 +94,9 @@ def _rewrite(table: Table, rng: WindowRange) -> None:
     log.info("compacted %s %s: %d rows", table.name()[-1], rng, rows)
 
 
-# A day of trades is read whole to be compacted: larger days (about 100 bytes a trade in Arrow)
-# are left as they are, with a log line. Ingest writes a day of a bulk file as one file anyway.
+# A day of trades is read whole and sorted to be compacted (about 100 bytes a trade in Arrow,
+# twice that while sorting): larger days are left as they are, with a log line. Ingest writes
+# each day of a bulk file as one file anyway.
 TRADE_ROWS_PER_COMPACTION = 25_000_000
 
 
