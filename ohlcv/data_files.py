@@ -24,7 +24,7 @@ from pyiceberg.typedef import EMPTY_DICT
 
 from ohlcv.parquet_writer import write_data_files
 
-__all__ = ["append_in_order", "partition_runs", "partition_values", "replace_files", "write_in_order"]
+__all__ = ["append_in_order", "partition_runs", "partition_values", "replace_files", "write_in_order", "write_rows"]
 
 
 def partition_values(table: Table, rows: pa.Table) -> np.ndarray | None:
@@ -94,6 +94,19 @@ def write_in_order(table: Table, rows: pa.Table) -> list | None:
     return write_data_files(table.io, metadata, tasks)
 
 
+def write_rows(table: Table, rows: pa.Table) -> list:
+    """Data files holding `rows`: `write_in_order`'s, or pyiceberg's own writer's where the rows
+    are not in partition order (or the spec is not one integer-valued field). Nothing is committed."""
+    from pyiceberg.io.pyarrow import _dataframe_to_data_files
+
+    if rows.num_rows == 0:
+        return []
+    written = write_in_order(table, rows)
+    if written is None:
+        written = list(_dataframe_to_data_files(table.metadata, rows, table.io, uuid.uuid4(), itertools.count(0)))
+    return written
+
+
 def append_in_order(table: Table, rows: pa.Table, properties: dict[str, str]) -> None:
     """`table.append(rows)` in one snapshot with `properties`, writing each partition's run of
     rows as a slice (see above); rows that are not in partition order go through pyiceberg's own
@@ -138,18 +151,16 @@ class _ReplaceFiles(_OverwriteFiles):
     def _existing_manifests(self) -> list:
         return [manifest for manifest in super()._existing_manifests() if manifest.has_added_files() or manifest.has_existing_files()]
 
+    def __init__(self, transaction: Transaction, io, properties: dict[str, str], same_rows: bool) -> None:
+        super().__init__(Operation.OVERWRITE, transaction, io, snapshot_properties=properties)
+        self._same_rows = same_rows
+
     def _summary(self, snapshot_properties: dict[str, str] = EMPTY_DICT) -> Summary:
         """pyiceberg 0.12 summarizes appends, overwrites and deletes only: a replace (the same
         rows in other files: compaction) is summarized as an overwrite, then named a replace,
         which readers of the snapshot log take as no change of rows (Iceberg's own meaning)."""
-        if self._operation != Operation.REPLACE:
-            return super()._summary(snapshot_properties)
-        self._operation = Operation.OVERWRITE
-        try:
-            summary = super()._summary(snapshot_properties)
-        finally:
-            self._operation = Operation.REPLACE
-        return Summary(Operation.REPLACE, **summary.additional_properties)
+        summary = super()._summary(snapshot_properties)
+        return Summary(Operation.REPLACE, **summary.additional_properties) if self._same_rows else summary
 
 
 def replace_files(table: Table, removed: list, added: list, properties: dict[str, str], same_rows: bool = False) -> None:
@@ -158,8 +169,7 @@ def replace_files(table: Table, removed: list, added: list, properties: dict[str
     the removed ones (compaction), committed as a replace."""
     with _Transaction(table) as transaction:
         if removed:
-            operation = Operation.REPLACE if same_rows else Operation.OVERWRITE
-            producer = _ReplaceFiles(operation, transaction, table.io, snapshot_properties=properties)
+            producer = _ReplaceFiles(transaction, table.io, properties, same_rows)
         else:
             producer = transaction.update_snapshot(snapshot_properties=properties).fast_append()
         with producer as snapshot:

@@ -20,7 +20,6 @@ for candles whose values changed.
 
 from __future__ import annotations
 
-import itertools
 import logging
 import uuid
 import warnings
@@ -41,7 +40,7 @@ from pyiceberg.expressions import AlwaysFalse, AlwaysTrue, And, BooleanExpressio
 from pyiceberg.table import FileScanTask, Table
 
 from ohlcv import schema as s
-from ohlcv.data_files import partition_values, replace_files, write_in_order
+from ohlcv.data_files import partition_values, replace_files, write_rows
 from ohlcv.errors import CommitConflict, DataFileError
 from ohlcv.manifests import data_files_meeting
 from ohlcv.parquet_footers import row_groups_meeting
@@ -746,16 +745,11 @@ class _StoredFiles:
 
     def replace(self, table: Table, merged: pa.Table, properties: dict[str, str]) -> None:
         """One snapshot: these files out, the kept rows and `merged` in (one file per partition)."""
-        from pyiceberg.io.pyarrow import _dataframe_to_data_files
-
         merged = merged.cast(self.rows.schema)
         rows = self._kept_then(table, merged)
         if rows is None:  # the partitions cannot be told from the files (see _kept_then)
             rows = pa.concat_tables([self.rows.filter(pa.array(~self.inside)), merged])
-        written = write_in_order(table, rows) if rows.num_rows else []
-        if written is None:  # not one integer-valued partition field, or rows out of partition order
-            written = list(_dataframe_to_data_files(table.metadata, rows, table.io, uuid.uuid4(), itertools.count(0)))
-        replace_files(table, [task.file for task in self.tasks], written, properties)
+        replace_files(table, [task.file for task in self.tasks], write_rows(table, rows), properties)
 
     def _kept_then(self, table: Table, merged: pa.Table) -> pa.Table | None:
         """Each partition's kept rows, then its rows of `merged`, partitions in order, as slices
@@ -806,17 +800,14 @@ def rewrite_trades(table: Table, rng: WindowRange, properties: dict[str, str]) -
     `properties`. It is committed as a replace (the same rows), which the snapshot log's
     readers take as no change: a tick's late plan finds no trades in it, and the dedup
     guarantee of the ingest before it still holds. Returns the rows rewritten."""
-    from pyiceberg.io.pyarrow import ArrowScan, _dataframe_to_data_files
+    from pyiceberg.io.pyarrow import ArrowScan
 
     tasks = _plan_files(table, "timestamp", [rng])
     if not tasks:
         return 0
     rows = ArrowScan(table.metadata, table.io, table.schema(), AlwaysTrue()).to_table(tasks)
     rows = rows.take(pc.sort_indices(rows, [("timestamp", "ascending")]))  # stable: ties keep file order
-    written = write_in_order(table, rows)
-    if written is None:  # not one integer-valued partition field
-        written = list(_dataframe_to_data_files(table.metadata, rows, table.io, uuid.uuid4(), itertools.count(0)))
-    replace_files(table, [task.file for task in tasks], written, properties, same_rows=True)
+    replace_files(table, [task.file for task in tasks], write_rows(table, rows), properties, same_rows=True)
     return rows.num_rows
 
 
