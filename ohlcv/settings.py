@@ -52,6 +52,7 @@ ENVIRONMENT = {
     "backfill_chunk_trades": "OHLCV_BACKFILL_CHUNK_TRADES",
     "backfill_concurrency": "OHLCV_BACKFILL_CONCURRENCY",
     "driver_max_trades": "OHLCV_DRIVER_MAX_TRADES",
+    "arrow_threads": "OHLCV_ARROW_THREADS",
     "s3_endpoint": "AWS_ENDPOINT_URL_S3",
     "s3_region": "AWS_REGION",
 }
@@ -71,6 +72,7 @@ _NUMBERS = {
     "backfill_chunk_trades": (int, "a whole number of trades", 0),
     "backfill_concurrency": (int, "a whole number of chunks", 0),
     "driver_max_trades": (int, "a whole number of trades", 0),
+    "arrow_threads": (int, "a whole number of threads", 0),
 }
 _CHOICES = {
     "read_mode": ("auto", "arrow", "native"),
@@ -136,6 +138,9 @@ class Settings:
     # computed in the Spark service's driver, in Arrow, with no Spark job (ohlcv/arrow_candles.py).
     # 0: every request goes to Spark.
     driver_max_trades: int = 500_000
+    # Threads Arrow reads and writes Parquet with in each step and in the Spark service's driver
+    # (workflows.runtime.use_arrow_threads). 0: every core of the node the process runs on.
+    arrow_threads: int = 0
     # S3-compatible object storage (AWS_ENDPOINT_URL[_S3], AWS_REGION / AWS_DEFAULT_REGION):
     # None means AWS itself. Keys are never settings: each process reads its own environment.
     s3_endpoint: str | None = None

@@ -140,3 +140,19 @@ def test_the_service_deletes_the_library_copy_its_spark_driver_loaded(ray_cluste
         if LIBRARY_NAME in line
     ]
     assert loaded and all(path.startswith(f"{LIBRARY_ROOT}/") and path.endswith(" (deleted)") for path in loaded)
+
+
+@pytest.mark.slow
+def test_the_service_gives_arrow_the_threads_the_settings_name(ray_cluster, spark, settings, catalog):
+    """The service is a CPU-less actor, so Ray left its Arrow one thread; each request sets the
+    count its settings name (every core by default), for the reads it does in its driver."""
+    from datetime import datetime, timezone
+
+    ensure_tables(catalog, settings.namespace)
+    hour = [(datetime(2024, 3, 1, tzinfo=timezone.utc), datetime(2024, 3, 1, 1, tzinfo=timezone.utc))]
+    try:
+        ray_cluster.get(spark.aggregate.remote(settings.with_overrides(arrow_threads=1), ["1m"], hour))
+        assert ray_cluster.get(spark.info.remote())["arrow_threads"] == 1
+    finally:  # the service is shared by every Spark test: leave it with the default
+        ray_cluster.get(spark.aggregate.remote(settings, ["1m"], hour))
+    assert ray_cluster.get(spark.info.remote())["arrow_threads"] == len(os.sched_getaffinity(0))

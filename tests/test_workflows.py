@@ -252,3 +252,18 @@ def test_a_local_ray_of_its_own_keeps_the_steps_workers_between_runs(tmp_path):
     workers = {pid for steps in rounds for pair in steps for pid in pair}
     # Two steps at a time, each waiting on its try: four workers do it all (eight without).
     assert len(rounds) == 3 and len(workers) <= 4, rounds
+
+
+def test_each_steps_try_gives_arrow_every_core_not_the_one_thread_ray_sets(ray_cluster, settings):
+    """Ray starts the workers of CPU-less tasks with OMP_NUM_THREADS=1, which Arrow's thread pool
+    follows: every step decoded and encoded Parquet on one thread (workflows.runtime.use_arrow_threads)."""
+    import pyarrow as pa
+
+    from workflows.orchestration.retry import StepContext, StepPolicy, run_step
+
+    context = StepContext("arrow-threads-probe", "probe", "probe", "1m")
+    try:
+        assert run_step(context, StepPolicy.from_settings(settings.with_overrides(arrow_threads=1)), pa.cpu_count, ()) == 1
+        assert run_step(context, StepPolicy.from_settings(settings), pa.cpu_count, ()) == len(os.sched_getaffinity(0))
+    finally:
+        journal.delete_workflow(context.workflow_id)

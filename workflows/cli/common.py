@@ -75,9 +75,13 @@ def command_settings(writes: bool = False) -> Settings:
 
     `writes`: the command changes tables, so an object-store warehouse must take writes.
     """
+    from workflows.runtime import use_arrow_threads
+
     settings = from_environment()
     if writes:
         require_writable(settings)
+    # A command run by `ray job submit` inherits OMP_NUM_THREADS=1 from Ray's job supervisor.
+    use_arrow_threads(settings.arrow_threads)
     return settings
 
 

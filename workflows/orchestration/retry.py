@@ -33,10 +33,11 @@ class StepPolicy:
     retries: int
     delay: float
     timeout: float
+    arrow_threads: int = 0  # Settings.arrow_threads, for the process each try runs in
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "StepPolicy":
-        return cls(settings.step_retries, settings.step_retry_delay, settings.step_timeout)
+        return cls(settings.step_retries, settings.step_retry_delay, settings.step_timeout, settings.arrow_threads)
 
 
 @dataclass(frozen=True)
@@ -52,10 +53,12 @@ class StepContext:
         return self.timeframe.split(",")
 
 
-def _run_in_child(workflow_id: str, task_id: str, fn: Callable[..., Any], args: tuple) -> Any:
+def _run_in_child(workflow_id: str, task_id: str, fn: Callable[..., Any], args: tuple, arrow_threads: int) -> Any:
     from workflows.observability import logs
+    from workflows.runtime import use_arrow_threads
 
     logs.bind(workflow_id, task_id)
+    use_arrow_threads(arrow_threads)
     return fn(*args)
 
 
@@ -92,7 +95,7 @@ def run_step(
         attempt = {"attempt": len(earlier) + number, "started": _now()}
         attempts.append(attempt)
         journal.record(ctx.workflow_id, ctx.task_id, entry)
-        ref = child.remote(ctx.workflow_id, ctx.task_id, fn, args)
+        ref = child.remote(ctx.workflow_id, ctx.task_id, fn, args, policy.arrow_threads)
         try:
             result = ray.get(ref, timeout=policy.timeout)
         except ray.exceptions.GetTimeoutError:

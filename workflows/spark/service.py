@@ -25,7 +25,7 @@ from ohlcv.errors import ConfigError, OhlcvError, ServiceUnavailable
 from ohlcv.settings import Settings
 from workflows import _ray_compat
 from workflows.orchestration import failure_kinds
-from workflows.runtime import NAMESPACE, ensure_ray, head_affinity, import_ray
+from workflows.runtime import NAMESPACE, ensure_ray, head_affinity, import_ray, use_arrow_threads
 from workflows.spark.java import require_java
 from workflows.spark.native_copies import prune_native_copies
 from workflows.spark.sizing import SparkSizing, plan_sizing, spark_configs
@@ -96,6 +96,7 @@ class SparkService:
             "placement": self.sizing.placement,
             "native_copies_removed": self.native_copies_removed,
             "pid": os.getpid(),
+            "arrow_threads": _arrow_threads(),  # what the last request's settings gave (workflows.runtime.use_arrow_threads)
             "ready": self.spark is not None,  # the Spark session is up (`start` returned)
             # Spark jobs running now (a request's aggregation is one): whether Spark is busy.
             "active_jobs": len(self.spark.sparkContext.statusTracker().getActiveJobsIds()) if self.spark is not None else 0,
@@ -151,6 +152,7 @@ class SparkService:
         from ohlcv.windows import WindowRange
 
         self.requests += 1
+        use_arrow_threads(settings.arrow_threads)  # the pruned reads and hand-overs (Ray gave this actor one)
         windows = [WindowRange(start, end) for start, end in ranges]
         request_id = request_id or uuid.uuid4().hex
         self.spark.sparkContext.setJobGroup(request_id, f"ohlcv {label} {', '.join(map(str, windows))}", interruptOnCancel=True)
@@ -192,6 +194,7 @@ class SparkService:
         slot_us = min(tf.width_us for tf in chosen)  # every coarser width is a multiple of it
         counted = tuple([WindowRange(lo, hi) for lo, hi in group] for group in count_groups)
 
+        use_arrow_threads(settings.arrow_threads)  # Ray gave this actor's Arrow one thread
         small = candles_without_spark(self._catalog(settings), settings, timeframes, ranges, count_groups, snapshot_id)
         if small is not None:
             self.requests += 1
@@ -259,6 +262,12 @@ class SparkService:
         import raydp
 
         raydp.stop_spark()
+
+
+def _arrow_threads() -> int:
+    import pyarrow as pa
+
+    return pa.cpu_count()
 
 
 def aggregate_result(computed, plan, engine: str, count_groups: tuple, started: float) -> dict:
