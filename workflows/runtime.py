@@ -160,7 +160,6 @@ def call(ref, timeout: float | None = None):
         raise ServiceUnavailable(f"the actor serving this call died: {exc.error_msg if hasattr(exc, 'error_msg') else exc}") from None
 
 
-
 def use_arrow_threads(threads: int = 0) -> int:
     """Size Arrow's CPU thread pool in this process: `threads` (Settings.arrow_threads), or
     with 0 every core the process may run on. Returns the threads it now has.
@@ -175,7 +174,14 @@ def use_arrow_threads(threads: int = 0) -> int:
     leave one idle."""
     import pyarrow as pa
 
-    wanted = threads if threads > 0 else len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    wanted = threads if threads > 0 else _usable_cores()
     if pa.cpu_count() != wanted:
         pa.set_cpu_count(wanted)
     return wanted
+
+
+def _usable_cores() -> int:
+    """The cores this process may run on (its affinity where the platform tells it)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
