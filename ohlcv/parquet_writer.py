@@ -55,8 +55,8 @@ def _write_one(io: FileIO, metadata: TableMetadata, task, dictionary: list[str])
     parquet = FileFormatFactory.get(FileFormat.PARQUET)
     # One projection per file: pyiceberg projects batch by batch in Python (about 1 ms each), and
     # a commit's rows are slices of what it kept and what it computed (a late tick rewriting 30
-    # days of 1m candles passed about 240 batches: 0.23 s of its write, measured). Joining a
-    # file's batches first is one copy in Arrow.
+    # days of 1m candles passed about 500: its write of 0.50-0.59 s became 0.38-0.43 s, measured).
+    # Joining a file's batches first is one copy in Arrow.
     joined = pa.Table.from_batches(task.record_batches).combine_chunks().to_batches()
     batches = [
         _to_requested_schema(requested_schema=file_schema, file_schema=task.schema, batch=batch, include_field_ids=True,
