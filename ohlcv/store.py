@@ -78,7 +78,7 @@ __all__ = [
     "commit_candles",
     "committing",
     "read_candles",
-    "rewrite_trades",
+    "rewrite_in_time_order",
     "rewrite_candles",
 ]
 
@@ -794,19 +794,20 @@ def rewrite_candles(table: Table, rng: WindowRange, properties: dict[str, str]) 
     return rows.num_rows
 
 
-def rewrite_trades(table: Table, rng: WindowRange, properties: dict[str, str]) -> int:
-    """Compaction of the trades table: the files of `rng` (whole days) rewritten as one file a
-    day, every column as stored, in time order as ingest writes them, in one snapshot with
-    `properties`. It is committed as a replace (the same rows), which the snapshot log's
-    readers take as no change: a tick's late plan finds no trades in it, and the dedup
-    guarantee of the ingest before it still holds. Returns the rows rewritten."""
+def rewrite_in_time_order(table: Table, column: str, rng: WindowRange, properties: dict[str, str]) -> int:
+    """Compaction of a table partitioned by day of `column` that only ingest appends to (trades
+    by `timestamp`, quarantine by `ingested_at`): the files of `rng` (whole days) rewritten as
+    one file a day, every column as stored, in `column` order (trades: the order ingest writes
+    them in), in one snapshot with `properties`. It is committed as a replace (the same rows),
+    which the snapshot log's readers take as no change: a tick's late plan finds no trades in
+    it, and the dedup guarantee of the ingest before it still holds. Returns the rows rewritten."""
     from pyiceberg.io.pyarrow import ArrowScan
 
-    tasks = _plan_files(table, "timestamp", [rng])
+    tasks = _plan_files(table, column, [rng])
     if not tasks:
         return 0
     rows = ArrowScan(table.metadata, table.io, table.schema(), AlwaysTrue()).to_table(tasks)
-    rows = rows.take(pc.sort_indices(rows, [("timestamp", "ascending")]))  # stable: ties keep file order
+    rows = rows.take(pc.sort_indices(rows, [(column, "ascending")]))  # stable: ties keep file order
     replace_files(table, [task.file for task in tasks], write_rows(table, rows), properties, same_rows=True)
     return rows.num_rows
 

@@ -5,9 +5,9 @@
   in partition order (pyiceberg's own writer). Once a partition is closed (no scheduled tick
   writes there again: it ends before the timeframe's lookback), its rows are rewritten as one
   file (store.rewrite_candles, written as candle commits write): the same rows, `created_at`/
-  `updated_at` included, in one atomic commit. Trades: every ingest adds a file to each day
-  it touches; each day before today with several is rewritten as one file in time order, in
-  a replace commit (the same rows: ticks and the dedup guarantees see no change).
+  `updated_at` included, in one atomic commit. Trades and quarantine: every ingest adds a file
+  to each day it touches; each day before today with several is rewritten as one file in time
+  order, in a replace commit (the same rows: ticks and the dedup guarantees see no change).
 - Expiry: snapshots older than the setting go (the current one always stays).
 - Unreferenced files: pyiceberg's expiry drops snapshots but leaves their files behind. A file
   found by listing the table's location (a folder, or a prefix on S3) is deleted only when no
@@ -27,8 +27,9 @@ from pyarrow import fs as pafs
 from pyiceberg.table import Table
 
 from ohlcv import object_store
+from ohlcv import schema as s
 from ohlcv.retention import partitions, retention_all
-from ohlcv.store import committing, rewrite_candles, rewrite_trades
+from ohlcv.store import committing, rewrite_candles, rewrite_in_time_order
 from ohlcv.timeframes import Timeframe
 from ohlcv.watermark import oldest_watermark_timestamp_ms, recorded_watermark, watermark_properties
 from ohlcv.windows import WindowRange, as_utc, next_partition_start, tick_range
@@ -37,7 +38,7 @@ __all__ = [
     "ORPHAN_GRACE",
     "CompactResult",
     "compact",
-    "compact_trades",
+    "compact_days",
     "compact_all",
     "expire_snapshots",
     "expire_all",
@@ -94,29 +95,32 @@ def _rewrite(table: Table, rng: WindowRange) -> None:
     log.info("compacted %s %s: %d rows", table.name()[-1], rng, rows)
 
 
-# A day of trades is read whole and sorted to be compacted (about 100 bytes a trade in Arrow,
-# twice that while sorting): larger days are left as they are, with a log line. Ingest writes
-# each day of a bulk file as one file anyway.
-TRADE_ROWS_PER_COMPACTION = 25_000_000
+# A day is read whole and sorted to be compacted (about 100 bytes a trade in Arrow, twice that
+# while sorting): larger days are left as they are, with a log line. Ingest writes each day of a
+# bulk file as one file anyway.
+DAY_ROWS_PER_COMPACTION = 25_000_000
+# The tables only ingest appends to, each partitioned by day of its time column: the order each
+# day is compacted in. Every ingest adds a file to each day of trades it touches, and one to
+# today's quarantine when it has bad rows; without compaction a feed ingested every few
+# minutes, and every batch of late trades, left its files in the table for good, and each read
+# of those days opened them all.
+APPENDED_TABLES = {s.TRADES_TABLE: "timestamp", s.QUARANTINE_TABLE: "ingested_at"}
 
 
-def compact_trades(table: Table, now: datetime, min_files: int = 2) -> CompactResult:
-    """Rewrite each day of trades before today's that has `min_files` or more files as one
-    file, in time order (store.rewrite_trades: one replace commit a day). Every ingest adds a
-    file to each day it touches; without this a feed ingested every few minutes, and every
-    batch of late trades, left its files in the table for good, and each read of those days
-    opened them all."""
+def compact_days(table: Table, column: str, now: datetime, min_files: int = 2) -> CompactResult:
+    """Rewrite each day before today's that has `min_files` or more files as one file, in
+    `column` order (store.rewrite_in_time_order: one replace commit a day)."""
     today = as_utc(now).replace(hour=0, minute=0, second=0, microsecond=0)
     candidates = [p for p in partitions(table) if p.files >= min_files and p.start + timedelta(days=1) <= today]
     done = []
     for part in candidates:
-        if part.rows > TRADE_ROWS_PER_COMPACTION:
-            log.info("trades of %s: %d rows in %d files, over %d: left as they are", f"{part.start:%Y-%m-%d}", part.rows,
-                     part.files, TRADE_ROWS_PER_COMPACTION)
+        if part.rows > DAY_ROWS_PER_COMPACTION:
+            log.info("%s of %s: %d rows in %d files, over %d: left as they are", table.name()[-1], f"{part.start:%Y-%m-%d}",
+                     part.rows, part.files, DAY_ROWS_PER_COMPACTION)
             continue
         day = WindowRange(part.start, part.start + timedelta(days=1))
         with committing(table, f"compaction of {day}"):
-            rows = rewrite_trades(table, day, {"ohlcv.compaction": str(day)})
+            rows = rewrite_in_time_order(table, column, day, {"ohlcv.compaction": str(day)})
         log.info("compacted %s %s: %d rows", table.name()[-1], day, rows)
         done.append(part)
     files_after = sum(p.files for p in partitions(table) if any(p.start == d.start for d in done))
@@ -189,10 +193,10 @@ def remove_unreferenced(table: Table, grace: timedelta = ORPHAN_GRACE, dry_run: 
 
 
 def compact_all(catalog, namespace: str, now: datetime) -> list[CompactResult]:
-    from ohlcv.catalog import load_candles, load_trades
+    from ohlcv.catalog import load_candles, load_table
     from ohlcv.timeframes import TIMEFRAMES
 
-    return [compact_trades(load_trades(catalog, namespace), now),
+    return [*(compact_days(load_table(catalog, namespace, name), column, now) for name, column in APPENDED_TABLES.items()),
             *(compact(load_candles(catalog, namespace, tf), tf, now) for tf in TIMEFRAMES.values())]
 
 
@@ -202,7 +206,6 @@ def expire_all(catalog, namespace: str, older_than: datetime) -> dict[str, int]:
     On the trades table, every snapshot from the oldest one a candle table records as its
     watermark on stays, whatever its age: the next tick of that table reads what came after it.
     """
-    from ohlcv import schema as s
     from ohlcv.catalog import load_candles, load_table, table_specs
     from ohlcv.timeframes import TIMEFRAMES
 

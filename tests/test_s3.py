@@ -28,7 +28,7 @@ from ohlcv.catalog import load_candles, load_table, load_trades, open_catalog
 from ohlcv.retention import apply_retention, partitions
 from ohlcv.settings import from_environment
 from ohlcv.store import commit_candles, plan_trade_files, timestamps_in
-from ohlcv.upkeep import compact, compact_trades, expire_snapshots, referenced_files, remove_unreferenced
+from ohlcv.upkeep import compact, compact_days, expire_snapshots, referenced_files, remove_unreferenced
 from ohlcv.windows import WindowRange, plan_backfill
 from support import (
     ALL,
@@ -120,7 +120,7 @@ def test_trade_compaction_on_s3_rewrites_a_day_of_several_files_as_one(s3_settin
         ingest_rows(s3_settings, catalog, rows, tmp_path, f"batch-{batch}", utc(2024, 5, 2, batch))
     before = sorted(stored_trades(catalog), key=lambda r: r["trade_id"])
     table = load_trades(catalog, s3_settings.namespace)
-    result = compact_trades(table, utc(2024, 5, 3))
+    result = compact_days(table, "timestamp", utc(2024, 5, 3))
     assert (result.partitions, result.files_before, result.files_after) == (1, 3, 1)
     assert sorted(stored_trades(catalog), key=lambda r: r["trade_id"]) == before
 

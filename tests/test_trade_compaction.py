@@ -96,8 +96,37 @@ def test_a_day_too_large_to_read_whole_is_left_as_it_is(catalog, settings, tmp_p
     for number in range(2):
         ingest(catalog, settings, tmp_path, f"batch-{number}", batch(number, range(number * 40, number * 40 + 40), 100.0), utc(2024, 4, 5, number))
     trades = load_trades(catalog, settings.namespace)
-    monkeypatch.setattr(upkeep, "TRADE_ROWS_PER_COMPACTION", 5)
-    result = upkeep.compact_trades(trades, DAY + timedelta(days=4))
+    monkeypatch.setattr(upkeep, "DAY_ROWS_PER_COMPACTION", 5)
+    result = upkeep.compact_days(trades, "timestamp", DAY + timedelta(days=4))
     assert (result.partitions, result.commits) == (0, 0)
     trades.refresh()
     assert set(files_by_day(trades).values()) == {2}
+
+
+def test_closed_days_of_quarantine_become_one_file_with_the_same_rows(catalog, settings, tmp_path):
+    """Every ingest with bad rows adds a file to the day's quarantine partition: closed days are
+    compacted to one file each, every row kept as stored (raw text, reasons, source)."""
+    bad = batch(7, range(500, 506), 100.0)
+    bad = bad.set_column(bad.schema.get_field_index("price"), "price", pa.array([-1.0] * bad.num_rows))
+    for day in range(3):
+        for hour in (1, 2):
+            ingest(catalog, settings, tmp_path, f"bad-{day}-{hour}", bad, utc(2024, 4, 1 + day, hour))
+    quarantine = load_table(catalog, settings.namespace, s.QUARANTINE_TABLE)
+
+    def rows() -> list[dict]:
+        return sorted(quarantine.scan().to_arrow().to_pylist(), key=lambda row: (row["ingested_at"], row["source"], row["trade_id"]))
+
+    before = rows()
+    assert len(before) == 6 * bad.num_rows and {row["reason"] for row in before} == {"price is not positive and finite"}
+    assert files_by_day(quarantine) == {DAY: 2, DAY + timedelta(days=1): 2, DAY + timedelta(days=2): 2}
+
+    outcome = run_upkeep_step("compact", catalog, settings.namespace, DAY + timedelta(days=2, hours=12), 7.0)
+    assert outcome[s.QUARANTINE_TABLE] == "2 partitions, 4 -> 2 files"
+
+    quarantine.refresh()
+    assert rows() == before
+    assert files_by_day(quarantine) == {DAY: 1, DAY + timedelta(days=1): 1, DAY + timedelta(days=2): 2}
+    for task in quarantine.scan().plan_files():
+        stamps = pq.read_table(task.file.file_path.removeprefix("file://"), columns=["ingested_at"]).column(0).to_pylist()
+        assert stamps == sorted(stamps)
+    assert quarantine.current_snapshot().summary.operation == Operation.REPLACE
