@@ -15,7 +15,7 @@ import logging
 import re
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Literal
 
@@ -31,6 +31,8 @@ from ohlcv import dedup, schema as s
 from ohlcv.catalog import load_table
 from ohlcv.data_files import append_in_order
 from ohlcv.errors import InputError, TableNotFound
+from ohlcv.store import committing, merge_small_files
+from ohlcv.windows import WindowRange
 
 __all__ = ["EpochUnit", "FileReport", "check_file", "read_file", "validate", "ingest_files", "in_time_order", "REASONS", "DUPLICATE", "NAME_PATTERN", "check_name"]
 
@@ -426,6 +428,7 @@ def ingest_files(
             if index is not None:
                 dedup.record_id_ranges(index, landing_ranges)
             append_in_order(trades, valid, {"ohlcv.source": str(path), **properties})
+            _merge_small_files(trades, valid, str(path))
         if bad.num_rows:
             append_in_order(quarantine, bad, {"ohlcv.source": str(path)})
         report = FileReport(str(path), table.num_rows, valid.num_rows, bad.num_rows, counts, duplicates)
@@ -435,6 +438,25 @@ def ingest_files(
         if on_file is not None:
             on_file(report)
     return reports
+
+
+def _merge_small_files(trades, landed: pa.Table, source: str) -> None:
+    """After an append: the small files of each day it landed in merged into one (see
+    store.merge_small_files), in a commit of its own. The trades have landed already, so a
+    merge that fails costs nothing but the files it would have saved (the daily upkeep compacts
+    them): it is logged, and the ingest goes on."""
+    bounds = pc.min_max(landed.column("timestamp"))
+    first, last = bounds["min"].as_py(), bounds["max"].as_py()
+    days = WindowRange(first.replace(hour=0, minute=0, second=0, microsecond=0),
+                       last.replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1))
+    try:
+        with committing(trades, "merge of small files"):
+            rows = merge_small_files(trades, "timestamp", [days], {"ohlcv.compaction": f"small files after {source}"})
+    except Exception as exc:  # noqa: BLE001 - see above
+        log.warning("small trade files of %s not merged after %s (the upkeep compacts them): %s", days, source, exc)
+        return
+    if rows:
+        log.info("merged the small trade files of the days %s landed in: %d rows", source, rows)
 
 
 def _first_versions(trades, index, checked, valid: pa.Table) -> tuple[np.ndarray, dict[str, str], pa.Table | None]:

@@ -78,6 +78,7 @@ __all__ = [
     "commit_candles",
     "committing",
     "read_candles",
+    "merge_small_files",
     "rewrite_in_time_order",
     "rewrite_candles",
 ]
@@ -798,14 +799,45 @@ def rewrite_in_time_order(table: Table, column: str, rng: WindowRange, propertie
     """Compaction of a table partitioned by day of `column` that only ingest appends to (trades
     by `timestamp`, quarantine by `ingested_at`): the files of `rng` (whole days) rewritten as
     one file a day, every column as stored, in `column` order (trades: the order ingest writes
-    them in), in one snapshot with `properties`. It is committed as a replace (the same rows),
-    which the snapshot log's readers take as no change: a tick's late plan finds no trades in
-    it, and the dedup guarantee of the ingest before it still holds. Returns the rows rewritten."""
+    them in), in one snapshot with `properties` (see `_rewrite_in_order`). Returns the rows
+    rewritten."""
+    tasks = _plan_files(table, column, [rng])
+    return _rewrite_in_order(table, column, tasks, properties) if tasks else 0
+
+
+# A data file of fewer rows than this is small: `merge_small_files` merges a day's small files.
+SMALL_FILE_ROWS = 50_000
+
+
+def merge_small_files(table: Table, column: str, days: list[WindowRange], properties: dict[str, str]) -> int:
+    """The small files (under SMALL_FILE_ROWS rows) of each of `days` that has two or more of
+    them, rewritten as one file a day in one snapshot (see `_rewrite_in_order`); returns the
+    rows rewritten (0: nothing to merge, no commit).
+
+    Ingest calls it for the days it appended to. A batch of late trades spread over a month adds
+    a file of a few trades to each day, and a feed ingested every minute a file to today, each
+    time; every read of such a day opened them all until the daily upkeep compacted it (a late
+    tick read 120 files where 60 held its trades). Only small files are merged, so a day keeps
+    its bulk files as written, and a merged file stops being rewritten once it is no longer small."""
+    tasks = _plan_files(table, column, days)
+    if any(task.delete_files for task in tasks):
+        return 0
+    small: dict[tuple, list[FileScanTask]] = {}
+    for task in tasks:
+        if task.file.record_count < SMALL_FILE_ROWS:
+            small.setdefault((task.file.spec_id, task.file.partition), []).append(task)
+    chosen = [task for files in small.values() if len(files) >= 2 for task in files]
+    return _rewrite_in_order(table, column, chosen, properties) if chosen else 0
+
+
+def _rewrite_in_order(table: Table, column: str, tasks: list[FileScanTask], properties: dict[str, str]) -> int:
+    """The files of `tasks` rewritten as one file per partition (they hold whole days of
+    `column`), every column as stored, in `column` order, in one snapshot with `properties`.
+    It is committed as a replace (the same rows), which the snapshot log's readers take as no
+    change: a tick's late plan finds no trades in it, and the dedup guarantee of the ingest
+    before it still holds."""
     from pyiceberg.io.pyarrow import ArrowScan
 
-    tasks = _plan_files(table, column, [rng])
-    if not tasks:
-        return 0
     rows = ArrowScan(table.metadata, table.io, table.schema(), AlwaysTrue()).to_table(tasks)
     rows = rows.take(pc.sort_indices(rows, [(column, "ascending")]))  # stable: ties keep file order
     replace_files(table, [task.file for task in tasks], write_rows(table, rows), properties, same_rows=True)

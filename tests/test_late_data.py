@@ -143,10 +143,12 @@ def test_expiry_on_trades_keeps_every_snapshot_from_the_oldest_watermark_on(sett
             plan = plan_tick(trades, candles, ONE_MINUTE, as_of, WEEK)
             commit_chunk(settings, plan.chunk, {"1m": pa.Table.from_pylist([], candles.schema().as_arrow())}, as_of, None)
     trades.refresh()
-    assert len(trades.metadata.snapshots) == 3
+    # Three appends, and after the second and third the merge of the day's small files (a replace).
+    operations = [snapshot.summary.operation.value for snapshot in trades.metadata.snapshots]
+    assert operations == ["append", "append", "replace", "append", "replace"]
     expired = expire_all(catalog, settings.namespace, utc(2100, 1, 1))
     trades.refresh()
-    assert expired["gold_crypto_trades"] == 0 and len(trades.metadata.snapshots) == 3  # the watermark is the oldest
+    assert expired["gold_crypto_trades"] == 0 and len(trades.metadata.snapshots) == 5  # the watermark is the oldest
     candles.refresh()
     since = trades_since(trades, recorded_watermark(candles).snapshot_id, trades.current_snapshot().snapshot_id)
     assert since.state == "appended" and since.appended_rows == 2

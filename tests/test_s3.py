@@ -23,7 +23,7 @@ import pytest
 from pyarrow import fs as pafs
 
 from oracle import compare, expected_candles
-from ohlcv import object_store, schema as s, timeframes
+from ohlcv import object_store, schema as s, store, timeframes
 from ohlcv.catalog import load_candles, load_table, load_trades, open_catalog
 from ohlcv.retention import apply_retention, partitions
 from ohlcv.settings import from_environment
@@ -113,7 +113,8 @@ def test_ingest_and_candle_commits_land_in_the_bucket_and_nowhere_else(s3_settin
         utc(2024, 5, 1, 0, 1), utc(2024, 5, 1, 0, 2), utc(2024, 5, 1, 0, 4)]
 
 
-def test_trade_compaction_on_s3_rewrites_a_day_of_several_files_as_one(s3_settings, tmp_path):
+def test_trade_compaction_on_s3_rewrites_a_day_of_several_files_as_one(s3_settings, tmp_path, monkeypatch):
+    monkeypatch.setattr(store, "SMALL_FILE_ROWS", 0)  # ingest merges no small file: the upkeep's work here
     catalog = open_catalog(s3_settings)
     for batch in range(3):  # three ingests into one day: three files
         rows = [trade("binance", "BTC-USDT", f"{batch}-{i}", 100.0 + i, 1.0, utc(2024, 5, 1, i, batch)) for i in range(4)]
@@ -123,6 +124,16 @@ def test_trade_compaction_on_s3_rewrites_a_day_of_several_files_as_one(s3_settin
     result = compact_days(table, "timestamp", utc(2024, 5, 3))
     assert (result.partitions, result.files_before, result.files_after) == (1, 3, 1)
     assert sorted(stored_trades(catalog), key=lambda r: r["trade_id"]) == before
+
+
+def test_ingest_on_s3_merges_the_small_files_of_a_day(s3_settings, tmp_path):
+    catalog = open_catalog(s3_settings)
+    for batch in range(3):  # three ingests into one day: one file, merged on the bucket
+        rows = [trade("binance", "BTC-USDT", f"{batch}-{i}", 100.0 + i, 1.0, utc(2024, 5, 1, i, batch)) for i in range(4)]
+        ingest_rows(s3_settings, catalog, rows, tmp_path, f"batch-{batch}", utc(2024, 5, 2, batch))
+    table = load_trades(catalog, s3_settings.namespace)
+    assert [(p.files, p.rows) for p in partitions(table)] == [(1, 12)]
+    assert sorted(r["trade_id"] for r in stored_trades(catalog)) == sorted(f"{b}-{i}" for b in range(3) for i in range(4))
 
 
 def test_retention_and_upkeep_on_s3_keep_every_live_file_and_remove_the_rest(s3_settings):

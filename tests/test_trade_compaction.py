@@ -1,6 +1,7 @@
 """Compaction of the trades table: every day before today with several files becomes one file in
 time order, holding exactly the rows it held, in a replace commit that a tick's late plan and
-the dedup guarantees take as no change. Real ingests, real Iceberg tables."""
+the dedup guarantees take as no change; ingest merges the small files of the days it lands in
+the same way. Real ingests, real Iceberg tables."""
 
 from __future__ import annotations
 
@@ -9,10 +10,11 @@ from datetime import datetime, timedelta, timezone
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 from support import utc
 
 from ohlcv import schema as s
-from ohlcv import upkeep
+from ohlcv import store, upkeep
 from ohlcv.catalog import load_table, load_trades
 from ohlcv.dedup import duplicate_days
 from ohlcv.ingest import ingest_files
@@ -51,11 +53,18 @@ def stored(trades) -> list[dict]:
     return sorted(trades.scan().to_arrow().to_pylist(), key=lambda row: (row["exchange"], row["trade_id"]))
 
 
+@pytest.fixture
+def unmerged(monkeypatch):
+    """Ingest leaves every file it writes as it is (no merge of small files), as a table another
+    writer appends to would be: what the upkeep's compaction is for."""
+    monkeypatch.setattr(store, "SMALL_FILE_ROWS", 0)
+
+
 def files_by_day(trades) -> dict:
     return {p.start: p.files for p in partitions(trades)}
 
 
-def test_closed_days_become_one_file_in_time_order_with_the_same_rows_and_no_change_for_ticks(catalog, settings, tmp_path):
+def test_closed_days_become_one_file_in_time_order_with_the_same_rows_and_no_change_for_ticks(catalog, settings, tmp_path, unmerged):
     for number in range(4):
         ingest(catalog, settings, tmp_path, f"batch-{number}", batch(number, range(number * 40, number * 40 + 40), 100.0), utc(2024, 4, 3, number))
     # A later version of ten stored trades (other prices): they lose, to quarantine.
@@ -92,7 +101,7 @@ def test_closed_days_become_one_file_in_time_order_with_the_same_rows_and_no_cha
     assert quarantine.column("reason").to_pylist().count("duplicate") == 15
 
 
-def test_a_day_too_large_to_read_whole_is_left_as_it_is(catalog, settings, tmp_path, monkeypatch):
+def test_a_day_too_large_to_read_whole_is_left_as_it_is(catalog, settings, tmp_path, monkeypatch, unmerged):
     for number in range(2):
         ingest(catalog, settings, tmp_path, f"batch-{number}", batch(number, range(number * 40, number * 40 + 40), 100.0), utc(2024, 4, 5, number))
     trades = load_trades(catalog, settings.namespace)
@@ -130,3 +139,39 @@ def test_closed_days_of_quarantine_become_one_file_with_the_same_rows(catalog, s
         stamps = pq.read_table(task.file.file_path.removeprefix("file://"), columns=["ingested_at"]).column(0).to_pylist()
         assert stamps == sorted(stamps)
     assert quarantine.current_snapshot().summary.operation == Operation.REPLACE
+
+
+def test_ingest_merges_the_small_files_of_the_days_it_lands_in_and_keeps_bulk_files(catalog, settings, tmp_path, monkeypatch):
+    """Batches of late trades over three days: after each ingest every day holds its bulk file
+    and one small file, the rows are every batch's (the re-sent versions lose), and ticks see
+    the appends only."""
+    monkeypatch.setattr(store, "SMALL_FILE_ROWS", 60)  # a late batch adds about 13 trades a day, the bulk file about 100
+    bulk = batch(9, range(1000, 1300), 50.0)
+    ingest(catalog, settings, tmp_path, "bulk", bulk, utc(2024, 4, 3))
+    trades = load_trades(catalog, settings.namespace)
+    before_late = trades.current_snapshot().snapshot_id
+    bulk_files = {task.file.file_path for task in trades.scan().plan_files()}
+    assert files_by_day(trades) == {DAY: 1, DAY + timedelta(days=1): 1, DAY + timedelta(days=2): 1}
+
+    sent = [bulk]
+    for number in range(3):
+        rows = batch(number, range(number * 40, number * 40 + 40), 100.0)
+        ingest(catalog, settings, tmp_path, f"late-{number}", rows, utc(2024, 4, 3, number + 1))
+        sent.append(rows)
+        trades.refresh()
+        # The bulk file and at most one small file a day: one after the first batch, merged after the others.
+        assert files_by_day(trades) == {DAY: 2, DAY + timedelta(days=1): 2, DAY + timedelta(days=2): 2}
+        assert bulk_files <= {task.file.file_path for task in trades.scan().plan_files()}
+    resent = ingest(catalog, settings, tmp_path, "resent", batch(0, range(0, 10), 900.0), utc(2024, 4, 3, 5))
+    assert resent.duplicates == 10  # found in the merged files
+
+    expected = sorted(pa.concat_tables(sent).to_pylist(), key=lambda row: (row["exchange"], row["trade_id"]))
+    got = stored(trades)
+    assert [{k: row[k] for k in expected[0]} for row in got] == expected  # every sent column, every trade once
+    for task in trades.scan().plan_files():
+        stamps = pq.read_table(task.file.file_path.removeprefix("file://"), columns=["timestamp"]).column(0).to_pylist()
+        assert stamps == sorted(stamps)
+    operations = [trades.snapshot_by_id(snapshot.snapshot_id).summary.operation for snapshot in trades.snapshots()]
+    assert operations.count(Operation.REPLACE) == 2  # the second and third batches merged
+    since = trades_since(trades, before_late, trades.current_snapshot().snapshot_id)
+    assert since.state == "appended" and len(since.appends) == 3 and since.appended_rows == 120
