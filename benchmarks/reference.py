@@ -143,7 +143,7 @@ def _checked(source: str) -> str:
 
 def duckdb_load(files: list[str], out: str, threads: int) -> int:
     """Read, validate and write trade files as DuckDB would load them: valid rows in time order
-    to Parquet (zstd, 32k-row row groups, as the trades table), bad rows with their reasons to a
+    to Parquet (zstd, 16k-row row groups, as the trades table), bad rows with their reasons to a
     quarantine Parquet file. Returns the valid rows written."""
     import duckdb
 
@@ -153,7 +153,7 @@ def duckdb_load(files: list[str], out: str, threads: int) -> int:
         connection.execute(
             f"COPY (SELECT trim(exchange) AS exchange, trim(symbol) AS symbol, trim(trade_id) AS trade_id, price, quantity, side, "
             f"\"timestamp\", now() AS ingested_at FROM checked WHERE NOT bad ORDER BY \"timestamp\") "
-            f"TO '{out}/trades.parquet' (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 32768)")
+            f"TO '{out}/trades.parquet' (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 16384)")
         connection.execute(
             f"COPY (SELECT exchange::VARCHAR AS exchange, symbol::VARCHAR AS symbol, trade_id::VARCHAR AS trade_id, "
             f"price::VARCHAR AS price, quantity::VARCHAR AS quantity, side, \"timestamp\"::VARCHAR AS \"timestamp\", reason "

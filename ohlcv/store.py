@@ -232,6 +232,11 @@ def _is_local(path: str) -> bool:
     return urlsplit(path).scheme in ("", "file")
 
 
+def _local_path(task: FileScanTask) -> str:
+    path = task.file.file_path
+    return urlsplit(path).path if path.startswith("file:") else path
+
+
 def _native_possible(table: Table, tasks: list[FileScanTask]) -> bool:
     return (
         len(table.metadata.schemas) == 1
@@ -402,7 +407,7 @@ def read_pruned(tasks: list[FileScanTask], ranges: list[WindowRange]) -> pa.Tabl
     every row group's statistics: over a second for a few hundred row groups and 100 ranges.
     Here the ranges are merged and each test is a binary search.
 
-    A late window keeps a few hundred of the 32k trades its row group holds: the names are read
+    A late window keeps a few hundred of the 16k trades its row group holds: the names are read
     as dictionaries and made text only for the rows kept (a quarter off the read, measured)."""
     starts, ends = _merged_bounds(ranges)
     pieces = [piece.cast(ARROW_TRADES)
@@ -417,7 +422,7 @@ def _pruned_pieces(tasks: list[FileScanTask], starts: np.ndarray, ends: np.ndarr
     (ohlcv/parquet_footers.py), then each bound's rows (`_rows_inside`). A file that cannot be
     read fails naming it."""
     for task in tasks:
-        path = urlsplit(task.file.file_path).path if task.file.file_path.startswith("file:") else task.file.file_path
+        path = _local_path(task)
         try:
             groups = row_groups_meeting(path, "timestamp", starts, ends, task.file.file_size_in_bytes)
             if groups.indices:
@@ -449,7 +454,7 @@ def timestamps_in(table: Table, tasks: list[FileScanTask], ranges: WindowRange |
 
 
 # Kept rows that form at most this many runs are taken as slices of what was read, no copy: a
-# file in time order keeps one run a range (a late window's few hundred trades of a 32k row
+# file in time order keeps one run a range (a late window's few hundred trades of a 16k row
 # group). Filtering copied every column of each row group (0.29 s of a late tick's 1.0 s read).
 _MAX_KEPT_RUNS = 64
 
@@ -711,6 +716,22 @@ def ranges_filter(column: str, ranges: list[WindowRange]) -> BooleanExpression:
     return balanced_or([range_filter(column, rng) for rng in ranges], Or)
 
 
+def _read_whole_files(tasks: list[FileScanTask], target: pa.Schema) -> pa.Table:
+    """Every row of local data files (no delete files, the table's one schema: see
+    `_native_possible`) as `target`, in the order of `tasks`, read side by side. pyiceberg's scan of a late
+    tick's 30 day files of 1m candles took 0.26 to 0.48 s, these plain reads 0.20 to 0.24 s
+    (measured): it projects and filters each batch in Python."""
+    from pyiceberg.utils.concurrent import ExecutorFactory
+
+    def read(task: FileScanTask) -> pa.Table:
+        try:
+            return pq.read_table(_local_path(task), columns=target.names).cast(target)
+        except (pa.ArrowInvalid, OSError) as exc:  # the file's bytes, or a file gone: terminal, named
+            raise DataFileError(f"{task.file.file_path}: {type(exc).__name__}: {exc}") from exc
+
+    return pa.concat_tables(list(ExecutorFactory.get_or_create().map(read, tasks)))
+
+
 @dataclass
 class _StoredFiles:
     """The data files of a candle table that may hold rows of some ranges, read whole: all their
@@ -736,8 +757,10 @@ class _StoredFiles:
         tasks = _plan_files(table, "window_start", ranges)
         if not tasks:
             return cls([], target.empty_table(), np.zeros(0, dtype=bool))
-        rows = ArrowScan(table.metadata, table.io, table.schema(), AlwaysTrue()).to_table(tasks)
-        rows = rows.select(target.names).cast(target)
+        if _native_possible(table, tasks):
+            rows = _read_whole_files(tasks, target)
+        else:
+            rows = ArrowScan(table.metadata, table.io, table.schema(), AlwaysTrue()).to_table(tasks).select(target.names).cast(target)
         return cls(tasks, rows, in_ranges(rows.column("window_start").cast(pa.int64()).to_numpy(), ranges))
 
     @property

@@ -65,7 +65,7 @@ def spark_configs(sizing: SparkSizing) -> dict[str, str]:
         "spark.driver.memory": sizing.driver_memory,
         "spark.sql.session.timeZone": "UTC",
         "spark.sql.shuffle.partitions": str(max(4, sizing.slots * 2)),
-        # A read is cut into splits of whole row groups (32k trades, about half a MB: see
+        # A read is cut into splits of whole row groups (16k trades, about a quarter MB: see
         # catalog.py), `splits_per_core` per core, so that a day's single file keeps every core busy.
         "spark.sql.files.minPartitionNum": str(splits_per_core(sizing) * sizing.slots),
         "spark.sql.files.openCostInBytes": str(512 * 1024),
