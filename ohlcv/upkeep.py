@@ -26,8 +26,7 @@ from urllib.parse import urlsplit
 from pyarrow import fs as pafs
 from pyiceberg.table import Table
 
-from ohlcv import object_store
-from ohlcv import schema as s
+from ohlcv import object_store, schema as s
 from ohlcv.retention import partitions, retention_all
 from ohlcv.store import committing, rewrite_candles, rewrite_in_time_order
 from ohlcv.timeframes import Timeframe
