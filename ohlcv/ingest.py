@@ -15,7 +15,7 @@ import logging
 import re
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Literal
 
@@ -27,12 +27,12 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from pyiceberg.catalog import Catalog
 
-from ohlcv import dedup, schema as s
+from ohlcv import dedup, schema as s, timeframes
 from ohlcv.catalog import load_table
 from ohlcv.data_files import append_in_order
 from ohlcv.errors import InputError, TableNotFound
 from ohlcv.store import committing, merge_small_files
-from ohlcv.windows import WindowRange
+from ohlcv.windows import WindowRange, floor
 
 __all__ = ["EpochUnit", "FileReport", "check_file", "read_file", "validate", "ingest_files", "in_time_order", "REASONS", "DUPLICATE", "NAME_PATTERN", "check_name"]
 
@@ -445,10 +445,8 @@ def _merge_small_files(trades, landed: pa.Table, source: str) -> None:
     store.merge_small_files), in a commit of its own. The trades have landed already, so a
     merge that fails costs nothing but the files it would have saved (the daily upkeep compacts
     them): it is logged, and the ingest goes on."""
-    bounds = pc.min_max(landed.column("timestamp"))
-    first, last = bounds["min"].as_py(), bounds["max"].as_py()
-    days = WindowRange(first.replace(hour=0, minute=0, second=0, microsecond=0),
-                       last.replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1))
+    bounds, day = pc.min_max(landed.column("timestamp")), timeframes.get("1d")
+    days = WindowRange(floor(bounds["min"].as_py(), day), floor(bounds["max"].as_py(), day) + day.width)
     try:
         with committing(trades, "merge of small files"):
             rows = merge_small_files(trades, "timestamp", [days], {"ohlcv.compaction": f"small files after {source}"})
