@@ -23,7 +23,6 @@ from __future__ import annotations
 import logging
 import uuid
 import warnings
-from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -416,20 +415,28 @@ def read_pruned(tasks: list[FileScanTask], ranges: list[WindowRange]) -> pa.Tabl
 
 
 def _pruned_pieces(tasks: list[FileScanTask], starts: np.ndarray, ends: np.ndarray, columns: list[str],
-                   dictionaries: list[str]) -> Iterator[pa.Table]:
+                   dictionaries: list[str]) -> list[pa.Table]:
     """The rows of local files whose timestamp lies in the merged bounds, `columns` only (those
-    in `dictionaries` read as dictionaries): each file's row groups picked by their cached bounds
-    (ohlcv/parquet_footers.py), then each bound's rows (`_rows_inside`). A file that cannot be
-    read fails naming it."""
-    for task in tasks:
+    in `dictionaries` read as dictionaries), in the order of `tasks`: each file's row groups
+    picked by their cached bounds (ohlcv/parquet_footers.py), then each bound's rows
+    (`_rows_inside`). The files are read side by side: a late tick reads a few row groups from
+    each of 60 files, and one after another they took 0.27 s of its 0.56 s aggregation, each
+    read too small for pyarrow's own threads (measured). A file that cannot be read fails
+    naming it."""
+    from pyiceberg.utils.concurrent import ExecutorFactory
+
+    def read(task: FileScanTask) -> list[pa.Table]:
         path = _local_path(task)
         try:
             groups = row_groups_meeting(path, "timestamp", starts, ends, task.file.file_size_in_bytes)
-            if groups.indices:
-                parquet = pq.ParquetFile(path, read_dictionary=dictionaries or None, metadata=groups.footer)
-                yield from _rows_inside(parquet.read_row_groups(groups.indices, columns=columns), starts, ends)
+            if not groups.indices:
+                return []
+            parquet = pq.ParquetFile(path, read_dictionary=dictionaries or None, metadata=groups.footer)
+            return _rows_inside(parquet.read_row_groups(groups.indices, columns=columns), starts, ends)
         except (pa.ArrowInvalid, OSError) as exc:  # the file's bytes, or a file gone: terminal, named
             raise DataFileError(f"{task.file.file_path}: {type(exc).__name__}: {exc}") from exc
+
+    return [piece for pieces in ExecutorFactory.get_or_create().map(read, tasks) for piece in pieces]
 
 
 def timestamps_in(table: Table, tasks: list[FileScanTask], ranges: WindowRange | list[WindowRange]) -> pa.ChunkedArray:
