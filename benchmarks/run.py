@@ -223,10 +223,13 @@ def measure_size(label: str, plan: Plan, sampler) -> dict:
             counted = attempt >= WARM_UP_RUNS
             with sampler.paused() if counted else nullcontext():  # as plain Spark's counted rounds
                 started = time.monotonic()
-                call(service.aggregate.remote(settings, names, [(DAY, DAY + timedelta(days=1))]))
+                aggregated = call(service.aggregate.remote(settings, names, [(DAY, DAY + timedelta(days=1))]))
                 if counted:
                     project.append(time.monotonic() - started)
         result["project_aggregation_seconds"] = project
+        # Which engine the service chose for the day: "arrow" in its driver up to
+        # OHLCV_DRIVER_MAX_TRADES trades, "spark" past them (ohlcv/settings.py).
+        result["project_aggregation_engine"] = aggregated["engine"]
 
         log(f"{label}: project end to end (backfill workflow, all five timeframes)")
         end_to_end = []
@@ -533,7 +536,7 @@ def report(results: dict) -> None:
     for label, r in results["sizes"].items():
         n = r["trades"]
         rows = [
-            ("project aggregation (RayDP, warm)", r["project_aggregation_seconds"]),
+            (f"project aggregation (warm, {r.get('project_aggregation_engine', 'spark')})", r["project_aggregation_seconds"]),
             (f"plain PySpark local[{results['machine']['cpus']}]", r["plain_spark_seconds"]),
             ("DuckDB", r["duckdb_seconds"]),
             ("project ingest", r["ingest_seconds"]),

@@ -4,8 +4,8 @@ Spark spends about half a second on any request however few its trades: the Data
 plan built call by call from Python, a task's launch, the collect (0.5 to 0.8 s of a warm 1m
 tick's 16,667 trades on 2 cores, measured; twice that on a slower machine). Here the same
 candles take milliseconds. The Spark service computes requests of at most
-`Settings.driver_max_trades` trades this way (a tick's lookback and its late windows); days
-and backfills stay in Spark, whose executors hold the cores.
+`Settings.driver_max_trades` trades this way (a tick's lookback and its late windows, a small
+day or chunk); larger days and backfill chunks go to Spark, whose executors hold the cores.
 
 The rules are ohlcv/aggregate.py's (DESIGN section 3), always in the exact order: sorting a
 few hundred thousand trades by the full key costs nothing worth a shortcut here.
