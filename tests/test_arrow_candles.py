@@ -8,13 +8,14 @@ from datetime import timedelta
 import pyarrow as pa
 from hypothesis import given, settings as hypothesis_settings, strategies as st
 
-from ohlcv import timeframes
+from ohlcv import arrow_candles, schema as s, timeframes
 from ohlcv.aggregate import compute_candles_in_arrow
 from ohlcv.arrow_candles import first_versions
+from ohlcv.catalog import load_trades
 from ohlcv.store import ARROW_TRADES
 from ohlcv.windows import WindowRange
 from tests.oracle import compare, expected_candles, unique_trades
-from tests.support import utc
+from tests.support import crafted_trades, ingest_rows, trades_table, utc
 
 BASE = utc(2024, 3, 1, 23, 50)
 IDS = ["0", "00", "7", "007", "10", "9", "137438953471", str(2**70), "a", "a-1", "b", "x10", "x9", "", "٣", "12 "]
@@ -89,3 +90,34 @@ def test_counts_per_series_are_the_trades_whose_own_timestamp_lies_in_each_group
             if any(rng.start <= t["timestamp"] < rng.end for rng in ranges):
                 want[(t["exchange"], t["symbol"])] = want.get((t["exchange"], t["symbol"]), 0) + 1
         assert {(r["exchange"], r["symbol"]): r["trades"] for r in counts.to_pylist()} == want
+
+
+def test_the_driver_leaves_many_trades_that_need_deduplicating_to_spark(settings, catalog, tmp_path, monkeypatch):
+    """A day ingest vouched for is read here up to the driver's bound; a day another writer
+    appended to (two versions of a trade may be stored) only up to DEDUPLICATED_MAX_ROWS, then
+    it is Spark's (None). What is read here holds each trade once, the first version."""
+    rows = crafted_trades()
+    ingest_rows(settings, catalog, rows, tmp_path, "ours", utc(2024, 2, 2))
+    theirs = [{**r, "price": r["price"] + 1.0} for r in rows if r["timestamp"] >= utc(2024, 2, 1)]
+    table = trades_table(theirs).drop(["side"]).append_column("side", pa.nulls(len(theirs), pa.string()))
+    table = table.append_column("ingested_at", pa.array([utc(2024, 2, 3)] * len(theirs), pa.timestamp("us", tz="UTC")))
+    trades = load_trades(catalog, settings.namespace)
+    trades.append(table.select(s.TRADES_SCHEMA.column_names).cast(s.arrow_schema(s.TRADES_SCHEMA)))
+    vouched, appended = WindowRange(utc(2024, 1, 31), utc(2024, 2, 1)), WindowRange(utc(2024, 2, 1), utc(2024, 2, 2))
+    delivered = [{**r, "ingested_at": utc(2024, 2, 2)} for r in rows] + [{**r, "ingested_at": utc(2024, 2, 3)} for r in theirs]
+
+    def expected(day: WindowRange) -> list[tuple]:
+        return sorted((t["exchange"], t["symbol"], t["trade_id"], t["price"]) for t in unique_trades(delivered)
+                      if day.start <= t["timestamp"] < day.end)
+
+    def got(read: pa.Table) -> list[tuple]:
+        return sorted(zip(*(read.column(name).to_pylist() for name in ("exchange", "symbol", "trade_id", "price"))))
+
+    monkeypatch.setattr(arrow_candles, "DEDUPLICATED_MAX_ROWS", 2)
+    assert arrow_candles.unique_trades(trades, [appended], 1_000) is None
+    read, plan = arrow_candles.unique_trades(trades, [vouched], 1_000)
+    assert not plan.deduplicated and got(read) == expected(vouched)
+    assert arrow_candles.unique_trades(trades, [vouched], 2) is None, "the driver's own bound still holds"
+    monkeypatch.setattr(arrow_candles, "DEDUPLICATED_MAX_ROWS", 1_000)
+    read, plan = arrow_candles.unique_trades(trades, [appended], 1_000)
+    assert plan.deduplicated and got(read) == expected(appended)
