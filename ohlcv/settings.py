@@ -140,7 +140,8 @@ class Settings:
     # Spark costs about a second per request however few its trades, and below a few million
     # trades that outweighs what its executors add: a day of 2.4M trades, all five timeframes,
     # took a median 1.25 s this way against 2.76 s through Spark (2 cores, through the service,
-    # measured). The bound is the driver's memory: about 200 bytes a trade at its peak.
+    # measured). The bound is the driver's memory: about 200 bytes a trade at its peak. Trades
+    # that need deduplicating go to Spark past 500k (arrow_candles.DEDUPLICATED_MAX_ROWS).
     driver_max_trades: int = 3_000_000
     # Threads Arrow reads and writes Parquet with in each step and in the Spark service's driver
     # (workflows.runtime.use_arrow_threads). 0: every core of the node the process runs on.

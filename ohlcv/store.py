@@ -420,9 +420,9 @@ def _pruned_pieces(tasks: list[FileScanTask], starts: np.ndarray, ends: np.ndarr
     in `dictionaries` read as dictionaries), in the order of `tasks`: each file's row groups
     picked by their cached bounds (ohlcv/parquet_footers.py), then each bound's rows
     (`_rows_inside`). The files are read side by side: a late tick reads a few row groups from
-    each of 60 files, and one after another they took 0.27 s of its 0.56 s aggregation, each
-    read too small for pyarrow's own threads (measured). A file that cannot be read fails
-    naming it."""
+    each of about 60 files, each read too small for pyarrow's own threads; 100 late minutes over
+    30 days took 0.17 s this way against 0.22 s one file after another (medians of 22 rounds,
+    alternating, measured). A file that cannot be read fails naming it."""
     from pyiceberg.utils.concurrent import ExecutorFactory
 
     def read(task: FileScanTask) -> list[pa.Table]:
