@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ohlcv import schema as s
-from ohlcv.store import ReadPlan, in_ranges, ranges_cover, read_in_driver
+from ohlcv.store import ReadPlan, in_ranges, pinned_snapshot, ranges_cover, read_in_driver
 from ohlcv.timeframes import Timeframe
 from ohlcv.windows import WindowRange
 
@@ -52,8 +52,7 @@ def unique_trades(table, ranges: list[WindowRange], max_rows: int, snapshot_id: 
 
     from ohlcv.dedup import duplicate_days
 
-    if snapshot_id is None and table.current_snapshot() is not None:
-        snapshot_id = table.current_snapshot().snapshot_id
+    snapshot_id = pinned_snapshot(table, snapshot_id)  # the deduplication decision and the read agree
     deduplicate = duplicate_days(table, snapshot_id).meets(ranges)
     read = read_in_driver(table, ranges, min(max_rows, DEDUPLICATED_MAX_ROWS) if deduplicate else max_rows, snapshot_id)
     if read is None:

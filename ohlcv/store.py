@@ -58,6 +58,7 @@ __all__ = [
     "trades_per_day",
     "ReadPlan",
     "read_trades",
+    "pinned_snapshot",
     "read_in_driver",
     "READ_HERE_MAX_ROWS",
     "read_pruned",
@@ -258,15 +259,21 @@ def _native_possible(table: Table, tasks: list[FileScanTask]) -> bool:
 SMALL_READ_ROWS = 500_000
 
 
+def pinned_snapshot(table: Table, snapshot_id: int | None) -> int | None:
+    """The snapshot a read reads: the one given, or the one current now (None: an empty table)."""
+    if snapshot_id is None and table.current_snapshot() is not None:
+        return table.current_snapshot().snapshot_id
+    return snapshot_id
+
+
 def _planned_read(
     table: Table, ranges: WindowRange | list[WindowRange], snapshot_id: int | None,
 ) -> tuple[list[WindowRange], int | None, list[FileScanTask], int]:
-    """What every trade read starts from: the ranges in order, the snapshot it reads (the one
-    given, or the one current now), the files that can hold their trades, and the manifests'
-    estimate of those trades (nothing is read)."""
+    """What every trade read starts from: the ranges in order, the snapshot it reads
+    (`pinned_snapshot`), the files that can hold their trades, and the manifests' estimate of
+    those trades (nothing is read)."""
     ranges = _as_ranges(ranges)
-    if snapshot_id is None and table.current_snapshot() is not None:
-        snapshot_id = table.current_snapshot().snapshot_id
+    snapshot_id = pinned_snapshot(table, snapshot_id)
     tasks = plan_trade_files(table, ranges, snapshot_id)
     return ranges, snapshot_id, tasks, rows_in_range(table, tasks, ranges) if tasks else 0
 

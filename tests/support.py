@@ -21,7 +21,7 @@ from oracle import compare, expected_candles
 from ohlcv import schema as s
 from ohlcv import timeframes
 from ohlcv.aggregate import candle_arrow_schema
-from ohlcv.catalog import ensure_tables, load_candles, load_table, open_catalog
+from ohlcv.catalog import ensure_tables, load_candles, load_table, load_trades, open_catalog
 from ohlcv.ingest import ingest_files
 from ohlcv.publish import commit_chunk
 from ohlcv.settings import Settings
@@ -109,6 +109,14 @@ def ingest_rows(settings, catalog, rows, tmp_path, name, ingested_at):
     pq.write_table(trades_table(rows), path)
     [report] = ingest_files(catalog, settings.namespace, [str(path)], "us", ingested_at)
     return report
+
+
+def append_as_another_writer(settings, catalog, rows, ingested_at):
+    """`rows` appended to the trades table by a writer other than `ohlcv ingest` (pyiceberg's own
+    append): no check against stored trades, and no guarantee recorded for their days."""
+    table = trades_table(rows).drop(["side"]).append_column("side", pa.nulls(len(rows), pa.string()))
+    table = table.append_column("ingested_at", pa.array([ingested_at] * len(rows), pa.timestamp("us", tz="UTC")))
+    load_trades(catalog, settings.namespace).append(table.select(s.TRADES_SCHEMA.column_names).cast(s.arrow_schema(s.TRADES_SCHEMA)))
 
 
 def backfill(settings, start: datetime, end: datetime, tfs=ALL, now=NOW):

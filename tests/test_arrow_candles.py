@@ -8,14 +8,14 @@ from datetime import timedelta
 import pyarrow as pa
 from hypothesis import given, settings as hypothesis_settings, strategies as st
 
-from ohlcv import arrow_candles, schema as s, timeframes
+from ohlcv import arrow_candles, timeframes
 from ohlcv.aggregate import compute_candles_in_arrow
 from ohlcv.arrow_candles import first_versions
 from ohlcv.catalog import load_trades
 from ohlcv.store import ARROW_TRADES
 from ohlcv.windows import WindowRange
 from tests.oracle import compare, expected_candles, unique_trades
-from tests.support import crafted_trades, ingest_rows, trades_table, utc
+from tests.support import append_as_another_writer, crafted_trades, ingest_rows, utc
 
 BASE = utc(2024, 3, 1, 23, 50)
 IDS = ["0", "00", "7", "007", "10", "9", "137438953471", str(2**70), "a", "a-1", "b", "x10", "x9", "", "٣", "12 "]
@@ -99,10 +99,8 @@ def test_the_driver_leaves_many_trades_that_need_deduplicating_to_spark(settings
     rows = crafted_trades()
     ingest_rows(settings, catalog, rows, tmp_path, "ours", utc(2024, 2, 2))
     theirs = [{**r, "price": r["price"] + 1.0} for r in rows if r["timestamp"] >= utc(2024, 2, 1)]
-    table = trades_table(theirs).drop(["side"]).append_column("side", pa.nulls(len(theirs), pa.string()))
-    table = table.append_column("ingested_at", pa.array([utc(2024, 2, 3)] * len(theirs), pa.timestamp("us", tz="UTC")))
+    append_as_another_writer(settings, catalog, theirs, utc(2024, 2, 3))
     trades = load_trades(catalog, settings.namespace)
-    trades.append(table.select(s.TRADES_SCHEMA.column_names).cast(s.arrow_schema(s.TRADES_SCHEMA)))
     vouched, appended = WindowRange(utc(2024, 1, 31), utc(2024, 2, 1)), WindowRange(utc(2024, 2, 1), utc(2024, 2, 2))
     delivered = [{**r, "ingested_at": utc(2024, 2, 2)} for r in rows] + [{**r, "ingested_at": utc(2024, 2, 3)} for r in theirs]
 

@@ -7,13 +7,10 @@ from datetime import timedelta
 
 import pytest
 
-import pyarrow as pa
-
 from support import (
-    BOTH_CATALOGS, assert_matches_oracle, backfill, crafted_trades, ingest_rows, run_chunks, stored, stored_trades, trade, trades_table, utc,
+    BOTH_CATALOGS, append_as_another_writer, assert_matches_oracle, backfill, crafted_trades, ingest_rows, run_chunks, stored, stored_trades, trade, utc,
 )
-from ohlcv import schema as s, timeframes
-from ohlcv.catalog import load_trades
+from ohlcv import timeframes
 from ohlcv.generate import GenerateSpec, generate
 from ohlcv.windows import tick_chunks
 
@@ -77,9 +74,7 @@ def test_trades_another_writer_appended_are_deduplicated_on_read_on_their_days_o
     rows = crafted_trades()
     ingest_rows(settings, catalog, rows, tmp_path, "ours", utc(2024, 2, 2))
     theirs = [{**r, "price": r["price"] + 1.0} for r in rows if r["timestamp"] >= utc(2024, 2, 1)]
-    table = trades_table(theirs).drop(["side"]).append_column("side", pa.nulls(len(theirs), pa.string()))
-    table = table.append_column("ingested_at", pa.array([utc(2024, 2, 3)] * len(theirs), pa.timestamp("us", tz="UTC")))
-    load_trades(catalog, settings.namespace).append(table.select(s.TRADES_SCHEMA.column_names).cast(s.arrow_schema(s.TRADES_SCHEMA)))
+    append_as_another_writer(settings, catalog, theirs, utc(2024, 2, 3))
     outcomes = backfill(settings, utc(2024, 1, 31), utc(2024, 2, 2))
     assert {o.chunk.read.start.day: o.aggregated.deduplicated for o in outcomes} == {31: False, 1: True}
     delivered = [{**r, "ingested_at": utc(2024, 2, 2)} for r in rows] + [{**r, "ingested_at": utc(2024, 2, 3)} for r in theirs]
